@@ -1,0 +1,1 @@
+"""HTTP routes per resource, and the wire rules every response follows."""

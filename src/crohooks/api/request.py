@@ -1,0 +1,261 @@
+"""Parsing and authorising a request: headers, token, tenant, query and body.
+
+Everything here raises ``ApiError``s; ``app.py`` turns them into responses in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from crohooks.api.wire import API_VERSIONS, DEFAULT_API_VERSION, request_state
+from crohooks.auth.header import token_from_authorization
+from crohooks.auth.principal import HOOK_ROLES, PUBLISH_ROLES, Principal, Role
+from crohooks.clock import utc_now
+from crohooks.errors import BadRequest, Forbidden, NotAcceptable, PayloadTooLarge
+from crohooks.services import Services
+
+HEADERS_MODEL = "StandardRequestHeadersModel"
+_TENANT_ID = re.compile(r"^\s*[0-9]{1,18}\s*$")
+_JSON_TYPES = ("application/json",)
+_ACCEPTABLE = ("application/json", "application/*", "*/*")
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+def _check_accept(request: Request) -> None:
+    accept = request.headers.get("accept")
+    if accept is None or not accept.strip():
+        return
+    for item in accept.split(","):
+        media, _, params = item.partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if media.strip().lower() in _ACCEPTABLE and quality > 0:
+            return
+    raise NotAcceptable("this API only produces application/json", field=f"{HEADERS_MODEL}.accept")
+
+
+async def _api_version(request: Request, svc: Services, principal: Principal) -> None:
+    """Spec 1.3: the version the request names, else the client's pinned one, else the first."""
+    state = request_state(request)
+    named = request.headers.get("x-api-version")
+    pins = svc.version_pins
+    if named is not None:
+        pinned = await pins.get(principal.client)
+        if pinned != state["api_version"]:
+            await pins.pin(principal.client, state["api_version"], now=utc_now())
+        return
+    state["api_version"] = await pins.get(principal.client) or DEFAULT_API_VERSION
+
+
+async def authenticated(request: Request) -> Principal:
+    """Common checks of every authenticated route, in the order a client can fix them."""
+    _check_accept(request)
+    state = request_state(request)
+    if state.get("request_id_invalid"):
+        raise BadRequest("x-request-id must be a UUID", field=f"{HEADERS_MODEL}.x-request-id")
+    named = request.headers.get("x-api-version")
+    if named is not None and named.strip() not in API_VERSIONS:
+        raise BadRequest(
+            "x-api-version must be one of " + ", ".join(API_VERSIONS),
+            field=f"{HEADERS_MODEL}.x-api-version",
+        )
+    svc = services(request)
+    token = token_from_authorization(
+        request.headers.get("authorization"), max_length=svc.verifier.max_header_length
+    )
+    principal = await svc.verifier.verify(token)
+    await _api_version(request, svc, principal)
+    state["principal"] = principal
+    return principal
+
+
+Authenticated = Annotated[Principal, Depends(authenticated)]
+
+
+@dataclass(frozen=True, slots=True)
+class TenantCaller:
+    principal: Principal
+    tenant_id: int
+
+
+def _tenant_caller(principal: Principal, request: Request, roles: frozenset[Role]) -> TenantCaller:
+    raw = request.headers.get("x-tenant-id")
+    if raw is None:
+        raise BadRequest("x-tenant-id header is required", field=f"{HEADERS_MODEL}.x-tenant-id")
+    if not _TENANT_ID.match(raw):
+        raise BadRequest("x-tenant-id must be an integer", field=f"{HEADERS_MODEL}.x-tenant-id")
+    tenant_id = int(raw)
+    if not principal.has_any_role(roles):
+        allowed = ", ".join(sorted(roles))
+        raise Forbidden(f"this operation needs one of the roles: {allowed}")
+    if not principal.grants_tenant(tenant_id):
+        raise Forbidden(
+            f"the token does not grant tenant {tenant_id}", field=f"{HEADERS_MODEL}.x-tenant-id"
+        )
+    request_state(request)["tenant_id"] = tenant_id
+    return TenantCaller(principal=principal, tenant_id=tenant_id)
+
+
+async def hook_caller(principal: Authenticated, request: Request) -> TenantCaller:
+    return _tenant_caller(principal, request, HOOK_ROLES)
+
+
+async def publisher(principal: Authenticated, request: Request) -> TenantCaller:
+    return _tenant_caller(principal, request, PUBLISH_ROLES)
+
+
+HookCaller = Annotated[TenantCaller, Depends(hook_caller)]
+Publisher = Annotated[TenantCaller, Depends(publisher)]
+
+
+def parse_id(raw: str, name: str) -> int:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise BadRequest(f"{name} must be a positive integer", field=f"PathParameters.{name}")
+    return int(raw)
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return (length is not None and length.strip() not in ("", "0")) or (
+        "chunked" in request.headers.get("transfer-encoding", "").lower()
+    )
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.strip().isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"the body may be at most {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body may be at most {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def no_body(request: Request) -> None:
+    """GET and DELETE take no body; one sent anyway is a client bug worth reporting."""
+    if _has_body(request) and await _read_limited(request, 64 * 1024):
+        raise BadRequest("this request takes no body")
+
+
+NoBody = Depends(no_body)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def json_object(request: Request, *, limit: int, model_name: str) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() not in _JSON_TYPES:
+        raise BadRequest(
+            "Content-Type must be application/json", field=f"{HEADERS_MODEL}.Content-Type"
+        )
+    raw = await _read_limited(request, limit)
+    if not raw.strip():
+        raise BadRequest("a JSON body is required", field=model_name)
+    try:
+        parsed = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as error:
+        detail = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
+        raise BadRequest(f"malformed JSON: {detail}", field=model_name) from None
+    if not isinstance(parsed, dict):
+        raise BadRequest("the body must be a JSON object", field=model_name)
+    return parsed
+
+
+def validate(model: type[ModelT], data: dict[str, Any]) -> ModelT:
+    """Strict validation, the first problem reported with CRO's ``Model.field`` name."""
+    try:
+        return model.model_validate(data, strict=True)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        location = [str(part) for part in first["loc"]]
+        field = f"{model.__name__}.{location[0]}" if location else model.__name__
+        raise BadRequest(_message(first, location), field=field) from None
+
+
+def _message(error: Any, location: list[str]) -> str:
+    kind = error["type"]
+    where = ".".join(location) or "body"
+    if kind == "missing":
+        return f"{where} is required"
+    if kind == "extra_forbidden":
+        return f"{where} is not a known field"
+    message = str(error["msg"])
+    if message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+    return f"{where}: {message}"
+
+
+def query_params(request: Request, allowed: frozenset[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name not in allowed:
+            raise BadRequest(
+                f"{name} is not a known query parameter", field=f"QueryParameters.{name}"
+            )
+        if name in params:
+            raise BadRequest(f"{name} is given more than once", field=f"QueryParameters.{name}")
+        params[name] = value
+    return params
+
+
+def int_param(params: dict[str, str], name: str, *, default: int, low: int, high: int) -> int:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest(
+            f"{name} must be an integer from {low} to {high}", field=f"QueryParameters.{name}"
+        )
+    return int(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    limit: int
+    index: int
+
+    @property
+    def offset(self) -> int:
+        return (self.index - 1) * self.limit
+
+    def envelope(self, results: list[dict[str, Any]], total: int) -> dict[str, Any]:
+        return {
+            "current_limit": self.limit,
+            "current_page": self.index,
+            "results": results,
+            "total_count": total,
+            "total_pages": -(-total // self.limit),
+        }
+
+
+def page_of(params: dict[str, str]) -> Page:
+    return Page(
+        limit=int_param(params, "page_limit", default=100, low=1, high=1000),
+        index=int_param(params, "page_index", default=1, low=1, high=10000),
+    )

@@ -1,0 +1,75 @@
+"""Builds the ASGI application: routes, middleware and error handlers; nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from crohooks import __version__
+from crohooks.api import hooks, tenants
+from crohooks.api.wire import MethodTable, WireMiddleware, error_response
+from crohooks.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
+from crohooks.services import Services
+from crohooks.settings import Settings
+
+
+def create_app(
+    settings: Settings, *, services: Services | None = None, run_worker: bool = False
+) -> FastAPI:
+    """The API, with an in-process delivery worker if asked.
+
+    ``services`` may be given by a caller that owns their lifetime (tests).
+    """
+    owned = services is None
+    built = services if services is not None else Services.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owned:
+                await built.aclose()
+
+    app = FastAPI(
+        title="crohooks",
+        version=__version__,
+        lifespan=lifespan,
+        redirect_slashes=False,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.services = built
+    routers = (hooks.router, tenants.router)
+    for router in routers:
+        app.include_router(router)
+
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(
+        WireMiddleware, method_table=MethodTable(r for router in routers for r in router.routes)
+    )
+    return app
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        return error_response(MethodNotAllowed(f"{request.method} is not allowed on this path"))
+    return error_response(NotFound(f"no resource at {request.url.path}"))
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    return error_response(BadRequest("the request does not match the endpoint's parameters"))

@@ -1,0 +1,1 @@
+"""Bearer-token checking: local HS256, IdP JWTs via JWKS, opaque tokens via introspection."""

@@ -1,0 +1,150 @@
+"""The ``crohooks`` console script: serve, worker, migrate, tenant add, token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from crohooks.clock import utc_now
+from crohooks.errors import ConfigurationError, DuplicateKey
+from crohooks.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crohooks", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the API (and a delivery worker)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8003)
+    serve.add_argument("--no-worker", action="store_true", help="run no in-process worker")
+
+    worker = commands.add_parser("worker", help="run a delivery worker alone")
+    worker.add_argument("--concurrency", type=int, default=None)
+
+    commands.add_parser("migrate", help="create or upgrade the schema")
+
+    tenant = commands.add_parser("tenant", help="manage tenant records")
+    tenant_commands = tenant.add_subparsers(dest="tenant_command", required=True)
+    add = tenant_commands.add_parser("add", help="add a tenant record")
+    add.add_argument("--id", type=int, required=True)
+    add.add_argument("--name", required=True)
+    add.add_argument("--code", required=True)
+    for optional in ("email", "address", "city", "state", "zip", "phone"):
+        add.add_argument(f"--{optional}")
+    add.add_argument("--truck-limit", type=int)
+    add.add_argument("--inactive", action="store_true")
+
+    token = commands.add_parser("token", help="print one local JWT")
+    token.add_argument("--sub", required=True)
+    token.add_argument("--role", action="append", required=True)
+    token.add_argument("--tenant", type=int, action="append", required=True)
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.add_argument("--client-id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings()
+        return _run(args, settings)
+    except (ConfigurationError, DuplicateKey, ValueError) as error:
+        print(f"crohooks: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from crohooks.logs import configure_logging
+
+    configure_logging(settings)
+    if args.command == "migrate":
+        from crohooks.store.migrate import migrate
+
+        migrate(settings.database_url)
+        return 0
+    if args.command == "token":
+        from crohooks.auth.local import mint_local_token
+
+        print(
+            mint_local_token(
+                settings,
+                subject=args.sub,
+                roles=args.role,
+                tenants=args.tenant,
+                ttl_seconds=args.ttl,
+                client_id=args.client_id,
+            )
+        )
+        return 0
+    if args.command == "tenant":
+        asyncio.run(_add_tenant(settings, args))
+        return 0
+    if args.command == "serve":
+        serve(settings, host=args.host, port=args.port, run_worker=not args.no_worker)
+        return 0
+    if args.command == "worker":
+        from crohooks.delivery.runner import run_worker_process
+
+        return run_worker_process(settings, concurrency=args.concurrency)
+    raise AssertionError(args.command)
+
+
+async def _add_tenant(settings: Settings, args: argparse.Namespace) -> None:
+    from crohooks.store.database import Database
+    from crohooks.store.tenants import Tenant, TenantRepository
+
+    if settings.is_sqlite:
+        from crohooks.store.migrate import migrate
+
+        migrate(settings.database_url)
+    db = Database(settings.database_url)
+    try:
+        await TenantRepository(db).add(
+            Tenant(
+                id=args.id,
+                name=args.name,
+                code=args.code,
+                address=args.address,
+                city=args.city,
+                state=args.state,
+                zip=args.zip,
+                email=args.email,
+                phone=args.phone,
+                is_active=not args.inactive,
+                truck_limit=args.truck_limit,
+                created_on=utc_now(),
+            )
+        )
+    finally:
+        await db.dispose()
+
+
+def serve(settings: Settings, *, host: str, port: int, run_worker: bool) -> None:
+    """Serve the API; an SQLite database is migrated first (one process owns it)."""
+    import uvicorn
+
+    from crohooks.app import create_app
+
+    if settings.is_sqlite:
+        from crohooks.store.migrate import migrate
+
+        migrate(settings.database_url)
+    settings.local_jwt_key() if settings.auth_mode == "local" else None
+    app = create_app(settings, run_worker=run_worker)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=20,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

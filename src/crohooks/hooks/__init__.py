@@ -1,0 +1,1 @@
+"""Hook rules: what create, update, delete and ping decide."""

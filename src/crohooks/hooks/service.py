@@ -1,0 +1,97 @@
+"""Decisions about hooks: existence per tenant, soft-delete states, duplicate URLs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from crohooks.clock import utc_now
+from crohooks.errors import Conflict, DuplicateKey, NotFound
+from crohooks.hooks.rules import generate_secret
+from crohooks.store.hooks import Hook, HookRepository
+
+
+@dataclass(frozen=True, slots=True)
+class HookChanges:
+    url: str
+    events: tuple[str, ...] | None
+    secret: str | None
+
+
+class HookService:
+    def __init__(self, repository: HookRepository, *, secret_grace: timedelta) -> None:
+        self._repository = repository
+        self._secret_grace = secret_grace
+
+    async def create(
+        self, tenant_id: int, *, url: str, events: tuple[str, ...], secret: str | None, field: str
+    ) -> Hook:
+        try:
+            return await self._repository.create(
+                tenant_id,
+                url=url,
+                secret=secret if secret is not None else generate_secret(),
+                events=events,
+                now=utc_now(),
+            )
+        except DuplicateKey:
+            raise _duplicate_url(field) from None
+
+    async def get(self, tenant_id: int, hook_id: int) -> Hook:
+        hook = await self._repository.get(tenant_id, hook_id)
+        if hook is None:
+            raise NotFound(f"hook {hook_id} does not exist", field="PathParameters.hook_id")
+        return hook
+
+    async def get_active(self, tenant_id: int, hook_id: int) -> Hook:
+        """A hook that can be pinged: deleted hooks are as good as missing here."""
+        hook = await self.get(tenant_id, hook_id)
+        if hook.is_deleted:
+            raise NotFound(f"hook {hook_id} is deleted", field="PathParameters.hook_id")
+        return hook
+
+    async def list_page(
+        self, tenant_id: int, *, deleted: bool | None, limit: int, offset: int
+    ) -> tuple[list[Hook], int]:
+        return await self._repository.list_page(
+            tenant_id, deleted=deleted, limit=limit, offset=offset
+        )
+
+    async def update(
+        self, tenant_id: int, hook_id: int, changes: HookChanges, *, field: str
+    ) -> Hook:
+        now = utc_now()
+        try:
+            hook = await self._repository.update(
+                tenant_id,
+                hook_id,
+                url=changes.url,
+                events=changes.events,
+                secret=changes.secret,
+                secret_grace_until=now + self._secret_grace,
+                now=now,
+            )
+        except DuplicateKey:
+            raise _duplicate_url(field) from None
+        if hook is None:
+            await self._raise_inactive(tenant_id, hook_id, "updated")
+        assert hook is not None
+        return hook
+
+    async def delete(self, tenant_id: int, hook_id: int) -> Hook:
+        hook = await self._repository.soft_delete(tenant_id, hook_id, now=utc_now())
+        if hook is None:
+            await self._raise_inactive(tenant_id, hook_id, "deleted")
+        assert hook is not None
+        return hook
+
+    async def _raise_inactive(self, tenant_id: int, hook_id: int, verb: str) -> None:
+        existing = await self.get(tenant_id, hook_id)
+        if existing.is_deleted:
+            raise Conflict(
+                f"hook {hook_id} is deleted and can't be {verb}", field="PathParameters.hook_id"
+            )
+
+
+def _duplicate_url(field: str) -> Conflict:
+    return Conflict("another active hook of this tenant already uses this url", field=field)

@@ -1,0 +1,132 @@
+"""One Settings object, read once from the environment at start-up and passed down."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from crohooks.errors import ConfigurationError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_DATABASE_URL = "sqlite:///crohooks.db"
+DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set, as ``CROHOOKS_<NAME>`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="CROHOOKS_", extra="ignore", frozen=True)
+
+    database_url: str = DEFAULT_DATABASE_URL
+    jwt_secret: SecretStr | None = None
+    allowed_networks: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
+
+    # Identity (spec 2.1)
+    auth_mode: Literal["local", "jwks", "introspection"] = "local"
+    local_issuer: str = "crohooks"
+    jwks_url: str | None = None
+    jwt_algorithms: Annotated[tuple[str, ...], NoDecode] = ("RS256", "ES256", "EdDSA")
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    introspection_url: str | None = None
+    introspection_client_id: str | None = None
+    introspection_client_secret: SecretStr | None = None
+    authorization_max_length: int = Field(default=256, ge=16, le=16384)
+    claim_sub: str = "sub"
+    claim_roles: str = "roles"
+    claim_tenants: str = "tenants"
+    claim_client_id: str = "client_id"
+    jwks_cache_seconds: float = 300.0
+    introspection_cache_seconds: float = 30.0
+
+    # Delivery (spec 3.2)
+    retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE
+    retry_jitter: float = Field(default=0.2, ge=0.0, le=1.0)
+    retry_after_max_seconds: float = 86400.0
+    connect_timeout: float = 5.0
+    attempt_timeout: float = 15.0
+    ping_timeout: float = 10.0
+    response_body_limit: int = 16384
+    per_hook_inflight: int = Field(default=4, ge=1)
+    worker_concurrency: int = Field(default=64, ge=1)
+    lease_seconds: float = 60.0
+    poll_interval: float = 1.0
+    auto_deactivate_after_seconds: float = 5 * 86400.0
+    retention_days: float = 30.0
+    secret_grace_seconds: float = 86400.0
+
+    # Limits
+    max_hook_body_bytes: int = 64 * 1024
+    max_event_body_bytes: int = 1024 * 1024
+    max_batch_body_bytes: int = 16 * 1024 * 1024
+    max_batch_events: int = 1000
+
+    log_format: Literal["json", "console"] = "json"
+    log_level: str = "INFO"
+
+    @field_validator("allowed_networks", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: object) -> object:
+        value = _split_commas(value)
+        if isinstance(value, list | tuple):
+            return tuple(ipaddress.ip_network(str(item), strict=False) for item in value)
+        return value
+
+    @field_validator("jwt_algorithms", mode="before")
+    @classmethod
+    def _parse_algorithms(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("retry_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: object) -> object:
+        value = _split_commas(value)
+        if isinstance(value, list):
+            return tuple(float(item) for item in value)
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if not self.is_sqlite:
+            return None
+        path = self.database_url.split(":///", 1)[1] if ":///" in self.database_url else ""
+        return Path(path) if path and path != ":memory:" else None
+
+    def local_jwt_key(self) -> str:
+        """The HS256 key of local tokens.
+
+        With SQLite and no configured secret, one is generated once and kept beside the
+        database file, so tokens survive restarts. PostgreSQL deployments run several
+        processes that must agree, so there the secret is required.
+        """
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        path = self.sqlite_path
+        if path is None:
+            raise ConfigurationError(
+                "CROHOOKS_JWT_SECRET is required unless the database is an SQLite file"
+            )
+        key_file = path.with_name(path.name + ".jwt-secret")
+        if key_file.exists():
+            return key_file.read_text().strip()
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        key_file.touch(mode=0o600)
+        key_file.write_text(key + "\n")
+        return key

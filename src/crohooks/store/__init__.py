@@ -1,0 +1,1 @@
+"""Persistence: tables, tenant-scoped repositories, queue claims and migrations."""

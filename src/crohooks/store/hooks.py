@@ -1,0 +1,232 @@
+"""Hooks, always read and written within one tenant."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, case, func, literal, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from crohooks.errors import DuplicateKey
+from crohooks.store.database import Database
+from crohooks.store.schema import UTCDateTime, hooks
+
+
+@dataclass(frozen=True, slots=True)
+class Hook:
+    id: int
+    tenant_id: int
+    url: str
+    secret: str
+    events: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+    last_http_success: datetime | None
+    last_http_fail: datetime | None
+    previous_secret: str | None
+    previous_secret_until: datetime | None
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    def live_previous_secrets(self, now: datetime) -> tuple[str, ...]:
+        """Secrets replaced less than the grace period ago still sign, next to the new one."""
+        if self.previous_secret and self.previous_secret_until and now < self.previous_secret_until:
+            return (self.previous_secret,)
+        return ()
+
+
+def _hook(row: Row[Any]) -> Hook:
+    m = row._mapping
+    return Hook(
+        id=m["id"],
+        tenant_id=m["tenant_id"],
+        url=m["url"],
+        secret=m["secret"],
+        events=tuple(json.loads(m["events"])),
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        deleted_at=m["deleted_at"],
+        last_http_success=m["last_http_success"],
+        last_http_fail=m["last_http_fail"],
+        previous_secret=m["previous_secret"],
+        previous_secret_until=m["previous_secret_until"],
+    )
+
+
+def _is_unique_violation(error: IntegrityError) -> bool:
+    text = str(error.orig).lower()
+    return "unique" in text or "duplicate key" in text
+
+
+class HookRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self, tenant_id: int, *, url: str, secret: str, events: tuple[str, ...], now: datetime
+    ) -> Hook:
+        try:
+            async with self._db.write() as conn:
+                result = await conn.execute(
+                    hooks.insert()
+                    .values(
+                        tenant_id=tenant_id,
+                        url=url,
+                        secret=secret,
+                        events=json.dumps(list(events)),
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    .returning(*hooks.c)
+                )
+                return _hook(result.one())
+        except IntegrityError as error:
+            if _is_unique_violation(error):
+                raise DuplicateKey("url") from error
+            raise
+
+    async def get(self, tenant_id: int, hook_id: int) -> Hook | None:
+        async with self._db.read() as conn:
+            return await self.get_in(conn, tenant_id, hook_id)
+
+    @staticmethod
+    async def get_in(conn: AsyncConnection, tenant_id: int, hook_id: int) -> Hook | None:
+        result = await conn.execute(
+            select(hooks).where(and_(hooks.c.tenant_id == tenant_id, hooks.c.id == hook_id))
+        )
+        row = result.first()
+        return _hook(row) if row is not None else None
+
+    async def list_page(
+        self, tenant_id: int, *, deleted: bool | None, limit: int, offset: int
+    ) -> tuple[list[Hook], int]:
+        condition = hooks.c.tenant_id == tenant_id
+        if deleted is True:
+            condition = and_(condition, hooks.c.deleted_at.is_not(None))
+        elif deleted is False:
+            condition = and_(condition, hooks.c.deleted_at.is_(None))
+        async with self._db.read() as conn:
+            total = (await conn.execute(select(func.count()).where(condition))).scalar_one()
+            rows = await conn.execute(
+                select(hooks).where(condition).order_by(hooks.c.id).limit(limit).offset(offset)
+            )
+            return [_hook(row) for row in rows], total
+
+    async def active_subscribed(
+        self, conn: AsyncConnection, tenant_id: int, event: str
+    ) -> list[Hook]:
+        rows = await conn.execute(
+            select(hooks)
+            .where(and_(hooks.c.tenant_id == tenant_id, hooks.c.deleted_at.is_(None)))
+            .order_by(hooks.c.id)
+        )
+        return [hook for hook in map(_hook, rows) if event in hook.events]
+
+    async def update(
+        self,
+        tenant_id: int,
+        hook_id: int,
+        *,
+        url: str,
+        events: tuple[str, ...] | None,
+        secret: str | None,
+        secret_grace_until: datetime,
+        now: datetime,
+    ) -> Hook | None:
+        """Update an active hook; ``None`` if it is gone or was deleted meanwhile."""
+        try:
+            async with self._db.write() as conn:
+                current = await self.get_in(conn, tenant_id, hook_id)
+                if current is None or current.is_deleted:
+                    return None
+                values: dict[str, Any] = {"url": url, "updated_at": now}
+                if events is not None:
+                    values["events"] = json.dumps(list(events))
+                if secret is not None and secret != current.secret:
+                    values.update(
+                        secret=secret,
+                        previous_secret=current.secret,
+                        previous_secret_until=secret_grace_until,
+                    )
+                result = await conn.execute(
+                    update(hooks)
+                    .where(
+                        and_(
+                            hooks.c.tenant_id == tenant_id,
+                            hooks.c.id == hook_id,
+                            hooks.c.deleted_at.is_(None),
+                        )
+                    )
+                    .values(**values)
+                    .returning(*hooks.c)
+                )
+                row = result.first()
+                return _hook(row) if row is not None else None
+        except IntegrityError as error:
+            if _is_unique_violation(error):
+                raise DuplicateKey("url") from error
+            raise
+
+    async def soft_delete(
+        self, tenant_id: int, hook_id: int, *, now: datetime, reason: str = "deleted by user"
+    ) -> Hook | None:
+        """Soft-delete an active hook; ``None`` if it is not active (missing or deleted)."""
+        async with self._db.write() as conn:
+            return await self.soft_delete_in(conn, tenant_id, hook_id, now=now, reason=reason)
+
+    @staticmethod
+    async def soft_delete_in(
+        conn: AsyncConnection, tenant_id: int, hook_id: int, *, now: datetime, reason: str
+    ) -> Hook | None:
+        result = await conn.execute(
+            update(hooks)
+            .where(
+                and_(
+                    hooks.c.tenant_id == tenant_id,
+                    hooks.c.id == hook_id,
+                    hooks.c.deleted_at.is_(None),
+                )
+            )
+            .values(deleted_at=now, updated_at=now, deleted_reason=reason)
+            .returning(*hooks.c)
+        )
+        row = result.first()
+        return _hook(row) if row is not None else None
+
+    @staticmethod
+    async def record_outcome(
+        conn: AsyncConnection, tenant_id: int, hook_id: int, *, succeeded: bool, at: datetime
+    ) -> None:
+        """Move ``last_http_success``/``last_http_fail`` forward (never back) after an attempt.
+
+        ``failing_since`` marks the first failure after the latest success: auto-deactivation
+        measures from it.
+        """
+        moment = literal(at, UTCDateTime)
+        values: dict[str, Any]
+        if succeeded:
+            values = {
+                "last_http_success": case(
+                    (hooks.c.last_http_success > moment, hooks.c.last_http_success), else_=moment
+                ),
+                "failing_since": None,
+            }
+        else:
+            values = {
+                "last_http_fail": case(
+                    (hooks.c.last_http_fail > moment, hooks.c.last_http_fail), else_=moment
+                ),
+                "failing_since": func.coalesce(hooks.c.failing_since, moment),
+            }
+        await conn.execute(
+            update(hooks)
+            .where(and_(hooks.c.tenant_id == tenant_id, hooks.c.id == hook_id))
+            .values(**values)
+        )

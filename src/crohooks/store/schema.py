@@ -1,0 +1,169 @@
+"""The tables. Migrations in ``migrations/versions`` must produce exactly this schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData()
+
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, hands back aware UTC, on SQLite and PostgreSQL alike."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise ValueError("UTCDateTime needs a timezone-aware datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC)
+
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("name", String(200), nullable=False),
+    Column("code", String(64), nullable=False),
+    Column("address", String(200)),
+    Column("city", String(100)),
+    Column("state", String(100)),
+    Column("zip", String(20)),
+    Column("email", String(254)),
+    Column("phone", String(50)),
+    Column("is_active", Boolean, nullable=False, server_default=text("true")),
+    Column("truck_limit", Integer),
+    Column("created_on", UTCDateTime, nullable=False),
+)
+
+hooks = Table(
+    "hooks",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("tenant_id", BigInteger, nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("secret", String(300), nullable=False),
+    Column("events", Text, nullable=False),
+    Column("previous_secret", String(300)),
+    Column("previous_secret_until", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("deleted_at", UTCDateTime),
+    Column("deleted_reason", String(200)),
+    Column("last_http_success", UTCDateTime),
+    Column("last_http_fail", UTCDateTime),
+    Column("failing_since", UTCDateTime),
+    Index("ix_hooks_tenant_id", "tenant_id", "id"),
+    Index(
+        "uq_hooks_active_url",
+        "tenant_id",
+        "url",
+        unique=True,
+        sqlite_where=text("deleted_at IS NULL"),
+        postgresql_where=text("deleted_at IS NULL"),
+    ),
+    sqlite_autoincrement=True,
+)
+
+api_version_pins = Table(
+    "api_version_pins",
+    metadata,
+    Column("client", String(255), primary_key=True),
+    Column("version", String(16), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", BigInteger, nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("idempotency_key", String(255)),
+    Column("accepted_at", UTCDateTime, nullable=False),
+    Index(
+        "uq_events_idempotency",
+        "tenant_id",
+        "idempotency_key",
+        unique=True,
+        sqlite_where=text("idempotency_key IS NOT NULL"),
+        postgresql_where=text("idempotency_key IS NOT NULL"),
+    ),
+    Index("ix_events_accepted_at", "accepted_at"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", BigInteger, nullable=False),
+    Column("hook_id", Id, ForeignKey("hooks.id"), nullable=False),
+    Column("event_id", String(36)),
+    Column("event", String(32), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", UTCDateTime),
+    Column("lease_expires_at", UTCDateTime),
+    Column("leased_by", String(64)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("completed_at", UTCDateTime),
+    Column("last_http_status", Integer),
+    Column("last_message", Text),
+    Index(
+        "ix_deliveries_due",
+        "next_attempt_at",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
+    Index("ix_deliveries_hook", "hook_id", "created_at"),
+    Index("ix_deliveries_created_at", "created_at"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("delivery_id", String(36), ForeignKey("deliveries.id"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Column("http_status", Integer, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("request_headers", Text, nullable=False),
+    Column("response_headers", Text),
+    Column("response_body", Text),
+    Index("ix_attempts_delivery", "delivery_id", "number"),
+    sqlite_autoincrement=True,
+)
