@@ -110,6 +110,7 @@ events = Table(
     Column("event", String(32), nullable=False),
     Column("data", Text, nullable=False),
     Column("idempotency_key", String(255)),
+    Column("hook_count", Integer, nullable=False),
     Column("accepted_at", UTCDateTime, nullable=False),
     Index(
         "uq_events_idempotency",
@@ -141,11 +142,25 @@ deliveries = Table(
     Column("completed_at", UTCDateTime),
     Column("last_http_status", Integer),
     Column("last_message", Text),
+    # The queue: due first attempts and due retries are claimed side by side (fairness), and
+    # the in-flight count per hook reads the small set of leased rows.
     Index(
-        "ix_deliveries_due",
+        "ix_deliveries_due_first",
         "next_attempt_at",
-        sqlite_where=text("status = 'pending'"),
-        postgresql_where=text("status = 'pending'"),
+        sqlite_where=text("status = 'pending' AND attempts = 0"),
+        postgresql_where=text("status = 'pending' AND attempts = 0"),
+    ),
+    Index(
+        "ix_deliveries_due_retry",
+        "next_attempt_at",
+        sqlite_where=text("status = 'pending' AND attempts > 0"),
+        postgresql_where=text("status = 'pending' AND attempts > 0"),
+    ),
+    Index(
+        "ix_deliveries_leased",
+        "hook_id",
+        sqlite_where=text("status = 'pending' AND lease_expires_at IS NOT NULL"),
+        postgresql_where=text("status = 'pending' AND lease_expires_at IS NOT NULL"),
     ),
     Index("ix_deliveries_hook", "hook_id", "created_at"),
     Index("ix_deliveries_created_at", "created_at"),

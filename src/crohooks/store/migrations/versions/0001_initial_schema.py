@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("event", sa.String(length=32), nullable=False),
         sa.Column("data", sa.Text(), nullable=False),
         sa.Column("idempotency_key", sa.String(length=255), nullable=True),
+        sa.Column("hook_count", sa.Integer(), nullable=False),
         sa.Column("accepted_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -122,13 +123,27 @@ def upgrade() -> None:
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.create_index("ix_deliveries_created_at", ["created_at"], unique=False)
         batch_op.create_index(
-            "ix_deliveries_due",
+            "ix_deliveries_due_first",
             ["next_attempt_at"],
             unique=False,
-            sqlite_where=sa.text("status = 'pending'"),
-            postgresql_where=sa.text("status = 'pending'"),
+            sqlite_where=sa.text("status = 'pending' AND attempts = 0"),
+            postgresql_where=sa.text("status = 'pending' AND attempts = 0"),
+        )
+        batch_op.create_index(
+            "ix_deliveries_due_retry",
+            ["next_attempt_at"],
+            unique=False,
+            sqlite_where=sa.text("status = 'pending' AND attempts > 0"),
+            postgresql_where=sa.text("status = 'pending' AND attempts > 0"),
         )
         batch_op.create_index("ix_deliveries_hook", ["hook_id", "created_at"], unique=False)
+        batch_op.create_index(
+            "ix_deliveries_leased",
+            ["hook_id"],
+            unique=False,
+            sqlite_where=sa.text("status = 'pending' AND lease_expires_at IS NOT NULL"),
+            postgresql_where=sa.text("status = 'pending' AND lease_expires_at IS NOT NULL"),
+        )
 
     op.create_table(
         "attempts",
@@ -165,11 +180,21 @@ def downgrade() -> None:
 
     op.drop_table("attempts")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_index(
+            "ix_deliveries_leased",
+            sqlite_where=sa.text("status = 'pending' AND lease_expires_at IS NOT NULL"),
+            postgresql_where=sa.text("status = 'pending' AND lease_expires_at IS NOT NULL"),
+        )
         batch_op.drop_index("ix_deliveries_hook")
         batch_op.drop_index(
-            "ix_deliveries_due",
-            sqlite_where=sa.text("status = 'pending'"),
-            postgresql_where=sa.text("status = 'pending'"),
+            "ix_deliveries_due_retry",
+            sqlite_where=sa.text("status = 'pending' AND attempts > 0"),
+            postgresql_where=sa.text("status = 'pending' AND attempts > 0"),
+        )
+        batch_op.drop_index(
+            "ix_deliveries_due_first",
+            sqlite_where=sa.text("status = 'pending' AND attempts = 0"),
+            postgresql_where=sa.text("status = 'pending' AND attempts = 0"),
         )
         batch_op.drop_index("ix_deliveries_created_at")
 
