@@ -6,6 +6,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -111,11 +112,18 @@ async def services(settings: Settings) -> AsyncIterator[Services]:
         await built.aclose()
 
 
-@pytest.fixture
-async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, services=services)
+@asynccontextmanager
+async def api_client(services: Services) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to the app in-process (the ASGI interface, no socket)."""
+    app = create_app(services.settings, services=services)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://crohooks.test") as http:
+        yield http
+
+
+@pytest.fixture
+async def client(services: Services) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(services) as http:
         yield http
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,8 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crohooks import __version__
-from crohooks.api import hooks, tenants
+from crohooks.api import deliveries, events, hooks, tenants
 from crohooks.api.wire import MethodTable, WireMiddleware, error_response
+from crohooks.delivery.worker import DeliveryWorker
 from crohooks.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
 from crohooks.services import Services
 from crohooks.settings import Settings
@@ -31,9 +33,19 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        worker_task: asyncio.Task[None] | None = None
+        if run_worker:
+            worker = DeliveryWorker(
+                settings, built.deliveries, built.outbound, wakeup=built.delivery_wakeup
+            )
+            worker_task = asyncio.create_task(worker.run(stop), name="crohooks-worker")
         try:
             yield
         finally:
+            stop.set()
+            if worker_task is not None:
+                await worker_task
             if owned:
                 await built.aclose()
 
@@ -46,7 +58,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.services = built
-    routers = (hooks.router, tenants.router)
+    routers = (hooks.router, tenants.router, events.router, deliveries.router)
     for router in routers:
         app.include_router(router)
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 
 from crohooks.auth.verifier import TokenVerifier, build_verifier
+from crohooks.delivery.intake import EventIntake
+from crohooks.delivery.log import DeliveryLog
+from crohooks.delivery.outbound import OutboundClient
+from crohooks.hooks.ping import PingService
 from crohooks.hooks.service import HookService
 from crohooks.settings import Settings
 from crohooks.store.database import Database
+from crohooks.store.deliveries import DeliveryStore
 from crohooks.store.hooks import HookRepository
 from crohooks.store.tenants import TenantRepository
 from crohooks.store.versions import VersionPinRepository
@@ -20,26 +26,41 @@ class Services:
     db: Database
     verifier: TokenVerifier
     hooks: HookService
-    hook_repository: HookRepository
     tenants: TenantRepository
     version_pins: VersionPinRepository
+    deliveries: DeliveryStore
+    outbound: OutboundClient
+    ping: PingService
+    intake: EventIntake
+    delivery_log: DeliveryLog
+    delivery_wakeup: asyncio.Event
+    """Set after intake so an in-process worker starts at once instead of at its next poll."""
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         db = Database(settings.database_url)
-        hook_repository = HookRepository(db)
+        hooks = HookService(
+            HookRepository(db), secret_grace=timedelta(seconds=settings.secret_grace_seconds)
+        )
+        deliveries = DeliveryStore(db)
+        outbound = OutboundClient(settings)
+        wakeup = asyncio.Event()
         return cls(
             settings=settings,
             db=db,
             verifier=build_verifier(settings),
-            hooks=HookService(
-                hook_repository, secret_grace=timedelta(seconds=settings.secret_grace_seconds)
-            ),
-            hook_repository=hook_repository,
+            hooks=hooks,
             tenants=TenantRepository(db),
             version_pins=VersionPinRepository(db),
+            deliveries=deliveries,
+            outbound=outbound,
+            ping=PingService(hooks, deliveries, outbound, timeout=settings.ping_timeout),
+            intake=EventIntake(deliveries, wakeup),
+            delivery_log=DeliveryLog(hooks, deliveries, wakeup),
+            delivery_wakeup=wakeup,
         )
 
     async def aclose(self) -> None:
+        await self.outbound.aclose()
         await self.verifier.aclose()
         await self.db.dispose()

@@ -92,3 +92,17 @@ async def delete_hook(request: Request, hook_id: str, caller: HookCaller) -> Cro
     query_params(request, frozenset())
     hook = await services(request).hooks.delete(caller.tenant_id, parse_id(hook_id, "hook_id"))
     return CroJSONResponse(webhook_model(hook))
+
+
+@router.get("/hooks/{hook_id}/ping", dependencies=[NoBody])
+async def ping_hook(request: Request, hook_id: str, caller: HookCaller) -> CroJSONResponse:
+    query_params(request, frozenset())
+    result = await services(request).ping.ping(caller.tenant_id, parse_id(hook_id, "hook_id"))
+    return CroJSONResponse(
+        {
+            "delivery_id": result.delivery_id,
+            "http_status": result.http_status,
+            "message": result.message,
+        },
+        headers={"X-Cro-Signature": result.signature},
+    )

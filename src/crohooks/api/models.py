@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from crohooks.clock import to_cro
 from crohooks.hooks.rules import check_events, check_secret, check_url
+from crohooks.store.deliveries import Attempt, Delivery
 from crohooks.store.hooks import Hook
 from crohooks.store.tenants import Tenant
 
@@ -102,4 +104,83 @@ def tenant_model(tenant: Tenant) -> dict[str, Any]:
         "state": tenant.state,
         "truck_limit": tenant.truck_limit,
         "zip": tenant.zip,
+    }
+
+
+PublishableEvent = Literal["Customer", "CustomerLocation", "Job", "Truck"]
+
+
+class PublishEventModel(_Strict):
+    event: PublishableEvent
+    data: dict[str, Any]
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+
+    @field_validator("idempotency_key", mode="before")
+    @classmethod
+    def _key_not_null(cls, value: Any) -> Any:
+        return _not_null(value)
+
+
+class PublishBatchModel(_Strict):
+    events: Annotated[list[PublishEventModel], Field(min_length=1, max_length=1000)]
+
+
+class RecoverModel(_Strict):
+    since: str
+    until: str | None = None
+
+    @field_validator("since", "until")
+    @classmethod
+    def _timestamp(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_cro_time(value)
+        return value
+
+
+def parse_cro_time(value: str) -> datetime:
+    """CRO timestamps are naive UTC; an explicit offset is honoured too."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            "must be an ISO 8601 timestamp such as 2022-08-20T01:45:38.518903"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def delivery_model(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "attempt_count": delivery.attempts,
+        "completed_at": to_cro(delivery.completed_at),
+        "created_at": to_cro(delivery.created_at),
+        "delivery_id": delivery.id,
+        "event": delivery.event,
+        "event_id": delivery.event_id,
+        "hook_id": delivery.hook_id,
+        "last_http_status": delivery.last_http_status,
+        "last_message": delivery.last_message,
+        "next_attempt_at": to_cro(delivery.next_attempt_at)
+        if delivery.status == "pending"
+        else None,
+        "status": delivery.status,
+    }
+
+
+def delivery_detail_model(delivery: Delivery, attempts: list[Attempt]) -> dict[str, Any]:
+    return {
+        **delivery_model(delivery),
+        "request_body": delivery.body,
+        "attempts": [
+            {
+                "duration_ms": attempt.duration_ms,
+                "http_status": attempt.http_status,
+                "message": attempt.message,
+                "number": attempt.number,
+                "request_headers": attempt.request_headers,
+                "response_body": attempt.response_body,
+                "response_headers": attempt.response_headers,
+                "started_at": to_cro(attempt.started_at),
+            }
+            for attempt in attempts
+        ],
     }

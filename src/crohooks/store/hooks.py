@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crohooks.errors import DuplicateKey
 from crohooks.store.database import Database
-from crohooks.store.schema import UTCDateTime, hooks
+from crohooks.store.schema import UTCDateTime, deliveries, hooks
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +119,8 @@ class HookRepository:
             )
             return [_hook(row) for row in rows], total
 
-    async def active_subscribed(
-        self, conn: AsyncConnection, tenant_id: int, event: str
-    ) -> list[Hook]:
+    @staticmethod
+    async def active_subscribed(conn: AsyncConnection, tenant_id: int, event: str) -> list[Hook]:
         rows = await conn.execute(
             select(hooks)
             .where(and_(hooks.c.tenant_id == tenant_id, hooks.c.deleted_at.is_(None)))
@@ -198,7 +197,10 @@ class HookRepository:
             .returning(*hooks.c)
         )
         row = result.first()
-        return _hook(row) if row is not None else None
+        if row is None:
+            return None
+        await cancel_pending_deliveries(conn, [hook_id], now=now)
+        return _hook(row)
 
     @staticmethod
     async def record_outcome(
@@ -230,3 +232,22 @@ class HookRepository:
             .where(and_(hooks.c.tenant_id == tenant_id, hooks.c.id == hook_id))
             .values(**values)
         )
+
+
+async def cancel_pending_deliveries(
+    conn: AsyncConnection, hook_ids: list[int], *, now: datetime
+) -> None:
+    """A deleted hook receives nothing more: its queued deliveries end as cancelled."""
+    await conn.execute(
+        update(deliveries)
+        .where(and_(deliveries.c.hook_id.in_(hook_ids), deliveries.c.status == "pending"))
+        .values(
+            status="cancelled",
+            completed_at=now,
+            updated_at=now,
+            next_attempt_at=None,
+            lease_expires_at=None,
+            leased_by=None,
+            last_message="hook deleted",
+        )
+    )

@@ -1,0 +1,72 @@
+"""One signed POST to a hook URL, and the log record of what happened."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from crohooks.clock import utc_now
+from crohooks.delivery.outbound import HttpResponse, OutboundClient
+from crohooks.delivery.signing import sign_delivery
+from crohooks.errors import OutboundError
+from crohooks.store.deliveries import AttemptRecord
+
+NO_EXCEPTION = "No exceptions raised."
+NO_RESPONSE = -1
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    record: AttemptRecord
+    response: HttpResponse | None
+    headers: dict[str, str]
+
+    @property
+    def succeeded(self) -> bool:
+        return self.response is not None and self.response.is_success
+
+
+async def send_attempt(
+    client: OutboundClient,
+    *,
+    url: str,
+    body: bytes,
+    secret: str,
+    previous_secrets: tuple[str, ...],
+    delivery_id: str,
+    event: str,
+    hook_id: int,
+    timeout: float,  # noqa: ASYNC109 - the outbound client enforces it
+) -> AttemptResult:
+    """Sign at send time (``webhook-timestamp`` is this attempt's), POST, never raise."""
+    started_at = utc_now()
+    headers = sign_delivery(
+        body,
+        secret=secret,
+        previous_secrets=previous_secrets,
+        delivery_id=delivery_id,
+        event=event,
+        hook_id=hook_id,
+        timestamp=int(started_at.timestamp()),
+    )
+    clock = time.monotonic()
+    response: HttpResponse | None = None
+    try:
+        response = await client.post(url, body, headers, timeout=timeout)
+    except OutboundError as error:
+        message = error.message
+    else:
+        message = NO_EXCEPTION
+    duration_ms = (time.monotonic() - clock) * 1000.0
+    record = AttemptRecord(
+        started_at=started_at,
+        duration_ms=round(duration_ms, 3),
+        http_status=response.status if response is not None else NO_RESPONSE,
+        message=message,
+        request_headers=headers,
+        response_headers=list(response.headers) if response is not None else None,
+        response_body=response.body.decode("utf-8", errors="replace")
+        if response is not None
+        else None,
+    )
+    return AttemptResult(record=record, response=response, headers=headers)

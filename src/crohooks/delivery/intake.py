@@ -1,0 +1,38 @@
+"""Event intake: durable before the 202, idempotent per tenant for a day."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+
+from crohooks.clock import utc_now
+from crohooks.errors import DuplicateKey
+from crohooks.store.deliveries import AcceptedEvent, DeliveryStore, NewEvent
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+class EventIntake:
+    def __init__(self, store: DeliveryStore, wakeup: asyncio.Event) -> None:
+        self._store = store
+        self._wakeup = wakeup
+
+    async def publish(self, tenant_id: int, items: Sequence[NewEvent]) -> list[AcceptedEvent]:
+        """Store the events with their deliveries in one transaction, then wake a worker.
+
+        A publisher racing another on the same idempotency key loses the unique index
+        race once; the second try finds the winner's event and returns its id.
+        """
+        for attempt in range(2):
+            try:
+                accepted = await self._store.accept(
+                    tenant_id, items, now=utc_now(), idempotency_window=IDEMPOTENCY_WINDOW
+                )
+                break
+            except DuplicateKey:
+                if attempt:
+                    raise
+        if any(event.hook_count and not event.duplicate for event in accepted):
+            self._wakeup.set()
+        return accepted

@@ -1,0 +1,33 @@
+"""``crohooks worker``: one delivery worker process, stopped cleanly by SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import uvloop
+
+from crohooks.delivery.outbound import OutboundClient
+from crohooks.delivery.worker import DeliveryWorker
+from crohooks.settings import Settings
+from crohooks.store.database import Database
+from crohooks.store.deliveries import DeliveryStore
+
+
+async def run_worker(settings: Settings, *, concurrency: int | None = None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    db = Database(settings.database_url)
+    try:
+        async with OutboundClient(settings) as client:
+            worker = DeliveryWorker(settings, DeliveryStore(db), client, concurrency=concurrency)
+            await worker.run(stop)
+    finally:
+        await db.dispose()
+
+
+def run_worker_process(settings: Settings, *, concurrency: int | None) -> int:
+    uvloop.run(run_worker(settings, concurrency=concurrency))
+    return 0

@@ -1,0 +1,222 @@
+"""The delivery worker: claim due deliveries, POST them, write outcomes back in batches.
+
+Many workers may run against one PostgreSQL database; each is stateless beyond its
+leases. HTTP calls never happen inside a database transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from datetime import timedelta
+
+import psycopg
+import structlog
+from sqlalchemy.engine import make_url
+
+from crohooks.clock import utc_now
+from crohooks.delivery.attempt import send_attempt
+from crohooks.delivery.outbound import OutboundClient
+from crohooks.delivery.retry import RetryPolicy
+from crohooks.settings import Settings
+from crohooks.store.deliveries import (
+    NOTIFY_CHANNEL,
+    ClaimedDelivery,
+    ClaimPolicy,
+    DeliveryStore,
+    Outcome,
+)
+
+log = structlog.get_logger("crohooks.worker")
+
+MAINTENANCE_INTERVAL = 60.0
+PURGE_BATCHES_PER_ROUND = 20
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        store: DeliveryStore,
+        client: OutboundClient,
+        *,
+        concurrency: int | None = None,
+        wakeup: asyncio.Event | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._client = client
+        self._concurrency = concurrency or settings.worker_concurrency
+        self._retry = RetryPolicy.from_settings(settings)
+        self.worker_id = f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wakeup = wakeup or asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._outcomes: list[Outcome] = []
+        self._outcome_ready = asyncio.Event()
+        self._claim_batch = min(self._concurrency, 100)
+
+    @property
+    def wakeup(self) -> asyncio.Event:
+        """Set it to make the worker look for work now (in-process intake does)."""
+        return self._wakeup
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set, then finish what is in flight and write it down."""
+        log.info("worker started", worker_id=self.worker_id, concurrency=self._concurrency)
+        helpers = [
+            asyncio.create_task(self._flush_loop(stop), name="crohooks-flush"),
+            asyncio.create_task(self._maintenance_loop(stop), name="crohooks-maintenance"),
+        ]
+        if not self._store_is_sqlite():
+            helpers.append(asyncio.create_task(self._listen_loop(stop), name="crohooks-listen"))
+        try:
+            await self._claim_loop(stop)
+        finally:
+            if self._in_flight:
+                await asyncio.gather(*self._in_flight, return_exceptions=True)
+            stop.set()
+            self._outcome_ready.set()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            await self._flush()
+            log.info("worker stopped", worker_id=self.worker_id)
+
+    def _store_is_sqlite(self) -> bool:
+        return self._settings.is_sqlite
+
+    async def _claim_loop(self, stop: asyncio.Event) -> None:
+        lease = timedelta(seconds=self._settings.lease_seconds)
+        while not stop.is_set():
+            free = self._concurrency - len(self._in_flight)
+            claimed: list[ClaimedDelivery] = []
+            if free > 0:
+                limit = min(free, self._claim_batch)
+                try:
+                    claimed = await self._store.claim(
+                        ClaimPolicy(
+                            limit=limit,
+                            per_hook_cap=self._settings.per_hook_inflight,
+                            lease=lease,
+                            worker_id=self.worker_id,
+                        ),
+                        now=utc_now(),
+                    )
+                except Exception:
+                    log.exception("claim failed", worker_id=self.worker_id)
+                    await _wait_any(stop, timeout=self._settings.poll_interval)
+                    continue
+                for delivery in claimed:
+                    task = asyncio.create_task(self._deliver(delivery))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._task_done)
+                if len(claimed) == limit:
+                    await asyncio.sleep(0)
+                    continue
+            self._wakeup.clear()
+            self._slot_freed.clear()
+            waiters = [self._wakeup, stop] + ([self._slot_freed] if free <= 0 else [])
+            await _wait_any(*waiters, timeout=self._settings.poll_interval)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._slot_freed.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery task failed", error=repr(task.exception()))
+
+    async def _deliver(self, delivery: ClaimedDelivery) -> None:
+        result = await send_attempt(
+            self._client,
+            url=delivery.url,
+            body=delivery.body,
+            secret=delivery.secret,
+            previous_secrets=delivery.previous_secrets,
+            delivery_id=delivery.id,
+            event=delivery.event,
+            hook_id=delivery.hook_id,
+            timeout=self._settings.attempt_timeout,
+        )
+        now = utc_now()
+        retry_after = result.response.header("Retry-After") if result.response else None
+        status, next_attempt_at = self._retry.decide(
+            attempts_made=delivery.attempts + 1,
+            http_status=result.record.http_status,
+            retry_after=retry_after,
+            now=now,
+        )
+        self._outcomes.append(
+            Outcome(
+                delivery=delivery,
+                attempt=result.record,
+                status=status,
+                next_attempt_at=next_attempt_at,
+            )
+        )
+        self._outcome_ready.set()
+
+    async def _flush_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._outcome_ready.wait()
+            self._outcome_ready.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            try:
+                await self._store.record(batch, now=utc_now())
+            except Exception:
+                log.exception("recording outcomes failed; retrying", count=len(batch))
+                self._outcomes[:0] = batch
+                await asyncio.sleep(1.0)
+
+    async def _maintenance_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(Exception):
+                await self.maintain()
+            await _wait_any(stop, timeout=MAINTENANCE_INTERVAL)
+
+    async def maintain(self) -> None:
+        """Auto-deactivate hooks failing for too long; purge old deliveries in small batches."""
+        now = utc_now()
+        failing_for = timedelta(seconds=self._settings.auto_deactivate_after_seconds)
+        for hook_id, tenant_id in await self._store.deactivate_failing_hooks(
+            failing_for=failing_for, now=now
+        ):
+            log.warning(
+                "hook auto-deactivated",
+                hook_id=hook_id,
+                tenant_id=tenant_id,
+                reason=f"every delivery failed for {failing_for}",
+            )
+        cutoff = now - timedelta(days=self._settings.retention_days)
+        for _ in range(PURGE_BATCHES_PER_ROUND):
+            if await self._store.purge(older_than=cutoff) == 0:
+                break
+
+    async def _listen_loop(self, stop: asyncio.Event) -> None:
+        """PostgreSQL LISTEN/NOTIFY wake-ups; polling still covers any lost notification."""
+        url = make_url(self._settings.database_url).set(drivername="postgresql")
+        conninfo = url.render_as_string(hide_password=False)
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self._wakeup.set()
+                    while not stop.is_set():
+                        async for _ in conn.notifies(timeout=0.5, stop_after=1):
+                            self._wakeup.set()
+            except (psycopg.Error, OSError) as error:
+                log.warning("LISTEN connection lost", error=str(error))
+                await _wait_any(stop, timeout=self._settings.poll_interval)
+
+
+async def _wait_any(*events: asyncio.Event, timeout: float) -> None:  # noqa: ASYNC109
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

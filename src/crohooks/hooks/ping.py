@@ -1,0 +1,78 @@
+"""Ping (the seed page): a synchronous, signed ``Ping`` delivery, recorded, never retried."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+from crohooks.clock import to_cro, utc_now
+from crohooks.delivery.attempt import send_attempt
+from crohooks.delivery.outbound import OutboundClient
+from crohooks.hooks.service import HookService
+from crohooks.store.deliveries import DeliveryStore, render_delivery_body
+
+
+@dataclass(frozen=True, slots=True)
+class PingResult:
+    delivery_id: str
+    http_status: int
+    message: str
+    signature: str
+    """The exact ``X-Cro-Signature`` sent, echoed to the caller to compare with the receiver's."""
+
+
+class PingService:
+    def __init__(
+        self,
+        hooks: HookService,
+        store: DeliveryStore,
+        client: OutboundClient,
+        *,
+        timeout: float,
+    ) -> None:
+        self._hooks = hooks
+        self._store = store
+        self._client = client
+        self._timeout = timeout
+
+    async def ping(self, tenant_id: int, hook_id: int) -> PingResult:
+        hook = await self._hooks.get_active(tenant_id, hook_id)
+        now = utc_now()
+        delivery_id = str(uuid.uuid4())
+        timestamp = to_cro(now)
+        assert timestamp is not None
+        body = render_delivery_body(
+            data_json=json.dumps({"hook_id": hook.id, "url": hook.url}, sort_keys=True),
+            delivery_id=delivery_id,
+            event="Ping",
+            event_id=str(uuid.uuid4()),
+            hook_id=hook.id,
+            tenant_id=tenant_id,
+            timestamp=timestamp,
+        )
+        result = await send_attempt(
+            self._client,
+            url=hook.url,
+            body=body.encode("utf-8"),
+            secret=hook.secret,
+            previous_secrets=hook.live_previous_secrets(now),
+            delivery_id=delivery_id,
+            event="Ping",
+            hook_id=hook.id,
+            timeout=self._timeout,
+        )
+        await self._store.record_ping(
+            delivery_id=delivery_id,
+            tenant_id=tenant_id,
+            hook_id=hook.id,
+            body=body,
+            attempt=result.record,
+            now=utc_now(),
+        )
+        return PingResult(
+            delivery_id=delivery_id,
+            http_status=result.record.http_status,
+            message=result.record.message,
+            signature=result.headers["X-Cro-Signature"],
+        )
