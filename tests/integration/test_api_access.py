@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 import httpx
 import jwt
 import pytest
-from tests.conftest import TEST_JWT_SECRET
 
 from crohooks.auth.principal import Role
 from crohooks.clock import utc_now
 from crohooks.services import Services
 from crohooks.settings import Settings
 from crohooks.store.tenants import Tenant
+from tests.conftest import TEST_JWT_SECRET
 
 HOOK_ENDPOINTS = [
     ("GET", "/hooks", None),

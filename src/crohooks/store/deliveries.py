@@ -387,7 +387,7 @@ class DeliveryStore:
             )
             .group_by(deliveries.c.hook_id)
         )
-        return {hook_id: count for hook_id, count in rows.tuples()}
+        return {hook_id: count for hook_id, count in rows}
 
     # -- outcomes ---------------------------------------------------------------------
 
@@ -596,7 +596,7 @@ class DeliveryStore:
                 )
                 .returning(hooks.c.id, hooks.c.tenant_id)
             )
-            found = [(hook_id, tenant_id) for hook_id, tenant_id in rows.tuples()]
+            found = [(hook_id, tenant_id) for hook_id, tenant_id in rows]
             if found:
                 await cancel_pending_deliveries(conn, [hook_id for hook_id, _ in found], now=now)
             return found
@@ -635,7 +635,7 @@ class DeliveryStore:
             rows = await conn.execute(
                 select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
             )
-            return {status: count for status, count in rows.tuples()}
+            return {status: count for status, count in rows}
 
 
 def _interleave(first: list[Row[Any]], retries: list[Row[Any]]) -> list[Row[Any]]:
