@@ -6,7 +6,6 @@ preflight or crash — leaves with the same headers and the same JSON rendering.
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crohooks.errors import ApiError, InternalError
+from crohooks.rendering import render_json
 
 API_VERSIONS = ("2019/02/08", "2021/04/07", "2021/05/07", "2021/08/02", "2021/11/04", "2023/04/19")
 DEFAULT_API_VERSION = API_VERSIONS[0]
@@ -27,11 +27,6 @@ ALLOW_HEADERS = "Authorization, Accept, X-TENANT-ID, Content-Type"
 _METHOD_ORDER = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 log = structlog.get_logger("crohooks.api")
-
-
-def render_json(content: Any) -> bytes:
-    """Spec 1.4: exactly ``json.dumps(obj, sort_keys=True)``, as CRO's samples are."""
-    return json.dumps(content, sort_keys=True).encode("ascii")
 
 
 class CroJSONResponse(Response):

@@ -1,0 +1,1 @@
+"""Test helpers shared by the suites: real servers and guards, never mocks."""
