@@ -7,6 +7,9 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from sqlalchemy.exc import DBAPIError
+
+from crohooks.auth.principal import Role
 from crohooks.clock import utc_now
 from crohooks.errors import ConfigurationError, DuplicateKey
 from crohooks.settings import Settings
@@ -39,7 +42,15 @@ def _parser() -> argparse.ArgumentParser:
 
     token = commands.add_parser("token", help="print one local JWT")
     token.add_argument("--sub", required=True)
-    token.add_argument("--role", action="append", required=True)
+    roles = [role.value for role in Role]
+    token.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        choices=roles,
+        metavar="ROLE",
+        help=f"one of {', '.join(roles)}; repeat for more",
+    )
     token.add_argument("--tenant", type=int, action="append", required=True)
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.add_argument("--client-id")
@@ -54,6 +65,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigurationError, DuplicateKey, ValueError) as error:
         print(f"crohooks: {error}", file=sys.stderr)
         return 2
+    except DBAPIError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+        print(
+            f"crohooks: database error: {reason} (is the schema migrated? run crohooks migrate)",
+            file=sys.stderr,
+        )
+        return 2
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -67,6 +85,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "token":
         from crohooks.auth.local import mint_local_token
+
+        if settings.auth_mode != "local":
+            raise ConfigurationError(
+                f"CROHOOKS_AUTH_MODE is {settings.auth_mode!r}: this server would refuse a "
+                "local token, so none is minted"
+            )
 
         print(
             mint_local_token(
@@ -124,6 +148,7 @@ async def _add_tenant(settings: Settings, args: argparse.Namespace) -> None:
 
 def serve(settings: Settings, *, host: str, port: int, run_worker: bool) -> None:
     """Serve the API; an SQLite database is migrated first (one process owns it)."""
+    import structlog
     import uvicorn
 
     from crohooks.app import create_app
@@ -132,8 +157,10 @@ def serve(settings: Settings, *, host: str, port: int, run_worker: bool) -> None
         from crohooks.store.migrate import migrate
 
         migrate(settings.database_url)
-    settings.local_jwt_key() if settings.auth_mode == "local" else None
     app = create_app(settings, run_worker=run_worker)
+    structlog.get_logger("crohooks").info(
+        "serving", host=host, port=port, worker=run_worker, database=settings.database_dialect
+    )
     uvicorn.run(
         app,
         host=host,

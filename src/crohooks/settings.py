@@ -71,7 +71,6 @@ class Settings(BaseSettings):
     max_hook_body_bytes: int = 64 * 1024
     max_event_body_bytes: int = 1024 * 1024
     max_batch_body_bytes: int = 16 * 1024 * 1024
-    max_batch_events: int = 1000
 
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"
@@ -100,6 +99,11 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def database_dialect(self) -> str:
+        """For logs: the kind of database, never the URL (it may hold a password)."""
+        return "sqlite" if self.is_sqlite else "postgresql"
 
     @property
     def sqlite_path(self) -> Path | None:

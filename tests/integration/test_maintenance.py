@@ -1,0 +1,102 @@
+"""Housekeeping a worker does on its own: auto-deactivation and retention."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+
+from crohooks.clock import utc_now
+from crohooks.delivery.worker import DeliveryWorker
+from crohooks.services import Services
+from crohooks.store.deliveries import NewEvent
+from crohooks.store.hooks import HookRepository
+from crohooks.store.schema import attempts, deliveries, events
+from tests.conftest import make_settings
+
+
+def _worker(services: Services) -> DeliveryWorker:
+    return DeliveryWorker(services.settings, services.deliveries, services.outbound)
+
+
+async def test_a_hook_failing_for_days_is_deactivated(database_url: str) -> None:
+    services = Services.build(make_settings(database_url, auto_deactivate_after_seconds=86400))
+    try:
+        now = utc_now()
+        failing = await services.hooks.create(
+            34, url="https://f.example", events=("Job",), secret=None, field="x"
+        )
+        recovering = await services.hooks.create(
+            34, url="https://r.example", events=("Job",), secret=None, field="x"
+        )
+        fresh = await services.hooks.create(
+            34, url="https://n.example", events=("Job",), secret=None, field="x"
+        )
+        async with services.db.write() as conn:
+            for hook in (failing, recovering):
+                await HookRepository.record_outcome(
+                    conn, 34, hook.id, succeeded=False, at=now - timedelta(days=3)
+                )
+            await HookRepository.record_outcome(
+                conn, 34, recovering.id, succeeded=True, at=now - timedelta(hours=1)
+            )
+            await HookRepository.record_outcome(
+                conn, 34, fresh.id, succeeded=False, at=now - timedelta(hours=2)
+            )
+        await services.deliveries.accept(
+            34, [NewEvent("Job", {})], now=now, idempotency_window=timedelta(hours=24)
+        )
+        await _worker(services).maintain()
+
+        assert (await services.hooks.get(34, failing.id)).is_deleted
+        assert not (await services.hooks.get(34, recovering.id)).is_deleted
+        assert not (await services.hooks.get(34, fresh.id)).is_deleted
+        async with services.db.read() as conn:
+            rows = await conn.execute(select(deliveries.c.hook_id, deliveries.c.status))
+            by_hook = {hook_id: status for hook_id, status in rows}
+        assert by_hook[failing.id] == "cancelled"
+        assert by_hook[fresh.id] == "pending"
+    finally:
+        await services.aclose()
+
+
+async def test_old_finished_deliveries_are_purged(database_url: str) -> None:
+    services = Services.build(make_settings(database_url, retention_days=30))
+    try:
+        now = utc_now()
+        await services.hooks.create(
+            34, url="https://a.example", events=("Job",), secret=None, field="x"
+        )
+        window = timedelta(hours=24)
+        await services.deliveries.accept(
+            34,
+            [NewEvent("Job", {"old": i}) for i in range(700)],
+            now=now - timedelta(days=40),
+            idempotency_window=window,
+        )
+        await services.deliveries.accept(
+            34,
+            [NewEvent("Job", {"recent": 1})],
+            now=now - timedelta(days=1),
+            idempotency_window=window,
+        )
+        async with services.db.write() as conn:
+            await conn.execute(update(deliveries).values(status="succeeded"))
+        await services.deliveries.accept(
+            34,
+            [NewEvent("Job", {"old-but-pending": 1})],
+            now=now - timedelta(days=40),
+            idempotency_window=window,
+        )
+        await _worker(services).maintain()
+        async with services.db.read() as conn:
+            left = (await conn.execute(select(func.count()).select_from(deliveries))).scalar()
+            left_events = (await conn.execute(select(func.count()).select_from(events))).scalar()
+            left_attempts = (
+                await conn.execute(select(func.count()).select_from(attempts))
+            ).scalar()
+        assert left == 2
+        assert left_events == 2
+        assert left_attempts == 0
+    finally:
+        await services.aclose()

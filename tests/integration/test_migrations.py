@@ -1,0 +1,125 @@
+"""The Alembic migrations build exactly ``store.schema`` and can run again safely."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect, select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import NullPool
+
+from crohooks.store.database import sync_url
+from crohooks.store.migrate import alembic_config, migrate
+from crohooks.store.schema import metadata, tenants
+from tests.conftest import (
+    POSTGRES_ADMIN_URL,
+    REQUIRE_POSTGRES,
+    _admin_conninfo,
+    _postgres_available,
+)
+
+
+def _engine(url: str) -> Engine:
+    return create_engine(sync_url(url), poolclass=NullPool)
+
+
+def schema_differences(url: str) -> list[object]:
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn, opts={"compare_type": True, "compare_server_default": True}
+            )
+            differences: list[object] = compare_metadata(context, metadata)
+            return differences
+    finally:
+        engine.dispose()
+
+
+def current_revision(url: str) -> str | None:
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def head_revision(url: str) -> str:
+    heads = ScriptDirectory.from_config(alembic_config(url)).get_heads()
+    assert len(heads) == 1, f"the migrations branch: {heads}"
+    return heads[0]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database that has never been migrated; a PostgreSQL one is created and dropped here."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    problem = _postgres_available()
+    if problem is not None:
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"PostgreSQL is required but unreachable: {problem}")
+        pytest.skip(f"PostgreSQL unreachable: {problem}")
+    name = f"crohooks_migrations_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_migrated_database_matches_the_schema_module(database_url: str) -> None:
+    assert schema_differences(database_url) == []
+    assert current_revision(database_url) == head_revision(database_url)
+
+
+def test_migrating_again_keeps_schema_and_rows(database_url: str) -> None:
+    engine = _engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                tenants.insert().values(
+                    id=34, name="Demo Courier", code="DEMO", created_on=datetime.now(UTC)
+                )
+            )
+        migrate(database_url)
+        migrate(database_url)
+        with engine.connect() as conn:
+            names = conn.execute(select(tenants.c.name)).scalars().all()
+    finally:
+        engine.dispose()
+    assert names == ["Demo Courier"]
+    assert schema_differences(database_url) == []
+    assert current_revision(database_url) == head_revision(database_url)
+
+
+def test_empty_database_upgrades_downgrades_and_upgrades_again(empty_database_url: str) -> None:
+    url = empty_database_url
+    migrate(url)
+    assert schema_differences(url) == []
+
+    command.downgrade(alembic_config(url), "base")
+    engine = _engine(url)
+    try:
+        assert set(inspect(engine).get_table_names()) == {"alembic_version"}
+    finally:
+        engine.dispose()
+    assert current_revision(url) is None
+
+    migrate(url)
+    assert schema_differences(url) == []
+    assert current_revision(url) == head_revision(url)
