@@ -13,7 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crohooks import __version__
-from crohooks.api import deliveries, events, hooks, tenants
+from crohooks.api import deliveries, events, hooks, ops, tenants
+from crohooks.api.telemetry import RequestTelemetry
 from crohooks.api.wire import MethodTable, WireMiddleware, error_response
 from crohooks.delivery.worker import DeliveryWorker
 from crohooks.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
@@ -61,6 +62,7 @@ def create_app(
     routers = (hooks.router, tenants.router, events.router, deliveries.router)
     for router in routers:
         app.include_router(router)
+    app.include_router(ops.router)
 
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -68,6 +70,7 @@ def create_app(
     app.add_middleware(
         WireMiddleware, method_table=MethodTable(r for router in routers for r in router.routes)
     )
+    app.add_middleware(RequestTelemetry)
     return app
 
 

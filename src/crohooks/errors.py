@@ -12,9 +12,11 @@ exception handler, from ``ApiError.status``.
     │   ├── NotFound                404
     │   ├── MethodNotAllowed        405
     │   ├── NotAcceptable           406
+    │   ├── RequestTimeout          408
     │   ├── Conflict                409
     │   ├── PayloadTooLarge         413
     │   ├── RateLimited             429
+    │   ├── ServiceUnavailable      503
     │   └── InternalError           500
     ├── OutboundError               -> a delivery attempt that got no HTTP response
     │   ├── DestinationBlocked      the SSRF policy refused every address
@@ -109,6 +111,13 @@ class Conflict(ApiError):
     explanation = "The request conflicts with the current state of the resource."
 
 
+class RequestTimeout(ApiError):
+    """The request body did not arrive in time."""
+
+    status = 408
+    explanation = "The client sent the request body too slowly; send it again, faster."
+
+
 class PayloadTooLarge(ApiError):
     """The request body is too large."""
 
@@ -121,6 +130,13 @@ class RateLimited(ApiError):
 
     status = 429
     explanation = "Too many requests; wait for the number of seconds in Retry-After."
+
+
+class ServiceUnavailable(ApiError):
+    """The service can't serve requests right now."""
+
+    status = 503
+    explanation = "A service crohooks depends on is unavailable; retry shortly."
 
 
 class InternalError(ApiError):

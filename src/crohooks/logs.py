@@ -1,4 +1,9 @@
-"""Structured logs: JSON lines by default, readable ones for a terminal."""
+"""Structured logs on stderr: JSON lines by default, readable ones for a terminal.
+
+crohooks' own loggers (structlog) and the standard-library loggers of its libraries
+(uvicorn, SQLAlchemy, aiohttp) render through the same processors, so every line of a
+process is one JSON object. Nothing logs tokens, secrets, bodies or query strings.
+"""
 
 from __future__ import annotations
 
@@ -17,15 +22,30 @@ def configure_logging(settings: Settings) -> None:
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(level, logging.INFO))
+    for noisy in ("uvicorn.access", "sqlalchemy.engine", "aiosqlite"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

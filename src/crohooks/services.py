@@ -12,10 +12,12 @@ from crohooks.delivery.log import DeliveryLog
 from crohooks.delivery.outbound import OutboundClient
 from crohooks.hooks.ping import PingService
 from crohooks.hooks.service import HookService
+from crohooks.ratelimit import DatabaseRateLimiter, MemoryRateLimiter, RateLimiter
 from crohooks.settings import Settings
 from crohooks.store.database import Database
 from crohooks.store.deliveries import DeliveryStore
 from crohooks.store.hooks import HookRepository
+from crohooks.store.ratelimits import RateLimitCounters
 from crohooks.store.tenants import TenantRepository
 from crohooks.store.versions import VersionPinRepository
 
@@ -34,6 +36,7 @@ class Services:
     intake: EventIntake
     delivery_log: DeliveryLog
     delivery_wakeup: asyncio.Event
+    rate_limiter: RateLimiter
     """Set after intake so an in-process worker starts at once instead of at its next poll."""
 
     @classmethod
@@ -58,6 +61,9 @@ class Services:
             intake=EventIntake(deliveries, wakeup),
             delivery_log=DeliveryLog(hooks, deliveries, wakeup),
             delivery_wakeup=wakeup,
+            rate_limiter=MemoryRateLimiter()
+            if db.is_sqlite
+            else DatabaseRateLimiter(RateLimitCounters(db)),
         )
 
     async def aclose(self) -> None:

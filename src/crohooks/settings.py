@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     max_hook_body_bytes: int = 64 * 1024
     max_event_body_bytes: int = 1024 * 1024
     max_batch_body_bytes: int = 16 * 1024 * 1024
+    body_read_timeout: float = 10.0
+    rate_limit_api_per_minute: int = Field(default=6000, ge=0)
+    rate_limit_ping_per_minute: int = Field(default=10, ge=0)
+    server_limit_concurrency: int = Field(default=1000, ge=1)
+    server_keep_alive_timeout: float = 5.0
+    worker_metrics_port: int | None = None
 
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"

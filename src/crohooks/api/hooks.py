@@ -9,6 +9,7 @@ from crohooks.api.models import CreateWebhookModel, UpdateWebhookModel, webhook_
 from crohooks.api.request import (
     HookCaller,
     NoBody,
+    enforce_rate_limit,
     json_object,
     page_of,
     parse_id,
@@ -96,8 +97,13 @@ async def delete_hook(request: Request, hook_id: str, caller: HookCaller) -> Cro
 
 @router.get("/hooks/{hook_id}/ping", dependencies=[NoBody])
 async def ping_hook(request: Request, hook_id: str, caller: HookCaller) -> CroJSONResponse:
+    svc = services(request)
     query_params(request, frozenset())
-    result = await services(request).ping.ping(caller.tenant_id, parse_id(hook_id, "hook_id"))
+    identifier = parse_id(hook_id, "hook_id")
+    await enforce_rate_limit(
+        svc, f"ping:{caller.tenant_id}:{identifier}", svc.settings.rate_limit_ping_per_minute
+    )
+    result = await svc.ping.ping(caller.tenant_id, identifier)
     return CroJSONResponse(
         {
             "delivery_id": result.delivery_id,

@@ -5,6 +5,7 @@ Everything here raises ``ApiError``s; ``app.py`` turns them into responses in on
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass
@@ -18,7 +19,14 @@ from crohooks.api.wire import API_VERSIONS, DEFAULT_API_VERSION, request_state
 from crohooks.auth.header import token_from_authorization
 from crohooks.auth.principal import HOOK_ROLES, PUBLISH_ROLES, Principal, Role
 from crohooks.clock import utc_now
-from crohooks.errors import BadRequest, Forbidden, NotAcceptable, PayloadTooLarge
+from crohooks.errors import (
+    BadRequest,
+    Forbidden,
+    NotAcceptable,
+    PayloadTooLarge,
+    RateLimited,
+    RequestTimeout,
+)
 from crohooks.services import Services
 
 HEADERS_MODEL = "StandardRequestHeadersModel"
@@ -97,7 +105,21 @@ class TenantCaller:
     tenant_id: int
 
 
-def _tenant_caller(principal: Principal, request: Request, roles: frozenset[Role]) -> TenantCaller:
+async def enforce_rate_limit(svc: Services, key: str, limit: int) -> None:
+    """429 with Retry-After once ``key`` has had ``limit`` hits this minute (0: no limit)."""
+    if limit <= 0:
+        return
+    verdict = await svc.rate_limiter.hit(key, limit=limit)
+    if not verdict.allowed:
+        raise RateLimited(
+            f"more than {limit} requests a minute; retry in {verdict.retry_after} s",
+            headers={"Retry-After": str(verdict.retry_after)},
+        )
+
+
+async def _tenant_caller(
+    principal: Principal, request: Request, roles: frozenset[Role]
+) -> TenantCaller:
     raw = request.headers.get("x-tenant-id")
     if raw is None:
         raise BadRequest("x-tenant-id header is required", field=f"{HEADERS_MODEL}.x-tenant-id")
@@ -112,15 +134,17 @@ def _tenant_caller(principal: Principal, request: Request, roles: frozenset[Role
             f"the token does not grant tenant {tenant_id}", field=f"{HEADERS_MODEL}.x-tenant-id"
         )
     request_state(request)["tenant_id"] = tenant_id
+    svc = services(request)
+    await enforce_rate_limit(svc, f"api:{tenant_id}", svc.settings.rate_limit_api_per_minute)
     return TenantCaller(principal=principal, tenant_id=tenant_id)
 
 
 async def hook_caller(principal: Authenticated, request: Request) -> TenantCaller:
-    return _tenant_caller(principal, request, HOOK_ROLES)
+    return await _tenant_caller(principal, request, HOOK_ROLES)
 
 
 async def publisher(principal: Authenticated, request: Request) -> TenantCaller:
-    return _tenant_caller(principal, request, PUBLISH_ROLES)
+    return await _tenant_caller(principal, request, PUBLISH_ROLES)
 
 
 HookCaller = Annotated[TenantCaller, Depends(hook_caller)]
@@ -146,11 +170,16 @@ async def _read_limited(request: Request, limit: int) -> bytes:
         raise PayloadTooLarge(f"the body may be at most {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the body may be at most {limit} bytes")
-        chunks.append(chunk)
+    timeout = services(request).settings.body_read_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"the body may be at most {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(f"the body did not arrive within {timeout} s") from None
     return b"".join(chunks)
 
 

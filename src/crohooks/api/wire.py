@@ -23,6 +23,7 @@ from crohooks.rendering import render_json
 
 API_VERSIONS = ("2019/02/08", "2021/04/07", "2021/05/07", "2021/08/02", "2021/11/04", "2023/04/19")
 DEFAULT_API_VERSION = API_VERSIONS[0]
+_OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 ALLOW_HEADERS = "Authorization, Accept, X-TENANT-ID, Content-Type"
 _METHOD_ORDER = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -52,14 +53,20 @@ class MethodTable:
     """Which methods each path answers, read off the routes (for ``Allow`` and 405s)."""
 
     def __init__(self, routes: Iterable[BaseRoute]) -> None:
-        self._entries: list[tuple[re.Pattern[str], frozenset[str]]] = []
+        self._entries: list[tuple[re.Pattern[str], str, frozenset[str]]] = []
         for route in routes:
             if isinstance(route, Route) and route.methods and route.include_in_schema:
-                self._entries.append((route.path_regex, frozenset(route.methods)))
+                self._entries.append((route.path_regex, route.path, frozenset(route.methods)))
+
+    def template_for(self, path: str) -> str | None:
+        """The route's path template (``/hooks/{hook_id}``): a metrics label of bounded size."""
+        return next(
+            (template for pattern, template, _ in self._entries if pattern.match(path)), None
+        )
 
     def methods_for(self, path: str) -> str | None:
         methods: set[str] = set()
-        for pattern, route_methods in self._entries:
+        for pattern, _, route_methods in self._entries:
             if pattern.match(path):
                 methods |= route_methods
         if not methods:
@@ -94,6 +101,8 @@ class WireMiddleware:
             state.setdefault("api_version", requested_version.strip())
         allow = self._allow(path)
 
+        state["route"] = self._route(path)
+
         if scope["method"] == "OPTIONS":
             response = CroJSONResponse({})
             self._decorate(response.headers, state, allow)
@@ -122,9 +131,15 @@ class WireMiddleware:
     def _allow(self, path: str) -> str | None:
         return self.method_table.methods_for(path) if self.method_table else None
 
+    def _route(self, path: str) -> str:
+        return (self.method_table.template_for(path) if self.method_table else None) or (
+            path if path in _OPS_PATHS else "unmatched"
+        )
+
     @staticmethod
     def _decorate(headers: MutableHeaders, state: dict[str, Any], allow: str | None) -> None:
-        headers["Content-Type"] = "application/json"
+        if state.get("route") != "/metrics":
+            headers["Content-Type"] = "application/json"
         headers["X-REQUEST-ID"] = state["request_id"]
         headers["X-API-VERSION"] = state.get("api_version", DEFAULT_API_VERSION)
         headers["Access-Control-Allow-Origin"] = "*"

@@ -6,6 +6,7 @@ import json
 import uuid
 from dataclasses import dataclass
 
+from crohooks import metrics
 from crohooks.clock import to_cro, utc_now
 from crohooks.delivery.attempt import send_attempt
 from crohooks.delivery.outbound import OutboundClient
@@ -70,6 +71,7 @@ class PingService:
             attempt=result.record,
             now=utc_now(),
         )
+        metrics.pings.labels(metrics.status_class(result.record.http_status)).inc()
         return PingResult(
             delivery_id=delivery_id,
             http_status=result.record.http_status,

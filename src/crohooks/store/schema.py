@@ -182,3 +182,11 @@ attempts = Table(
     Index("ix_attempts_delivery", "delivery_id", "number"),
     sqlite_autoincrement=True,
 )
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("window_start", UTCDateTime, primary_key=True),
+    Column("hits", Integer, nullable=False),
+)

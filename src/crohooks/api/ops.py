@@ -1,0 +1,40 @@
+"""Operations endpoints: liveness, readiness and Prometheus metrics (no token needed)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.requests import Request
+from starlette.responses import Response
+
+from crohooks import metrics
+from crohooks.api.request import services
+from crohooks.api.wire import CroJSONResponse
+from crohooks.errors import ServiceUnavailable
+from crohooks.store.deliveries import DeliveryStatus
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/healthz")
+async def healthz() -> CroJSONResponse:
+    return CroJSONResponse({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> CroJSONResponse:
+    try:
+        async with services(request).db.read() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as error:
+        raise ServiceUnavailable(f"database unreachable: {type(error).__name__}") from None
+    return CroJSONResponse({"status": "ready"})
+
+
+@router.get("/metrics")
+async def prometheus_metrics(request: Request) -> Response:
+    counts = await services(request).deliveries.counts()
+    for state in DeliveryStatus:
+        metrics.queue_depth.labels(state.value).set(counts.get(state.value, 0))
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

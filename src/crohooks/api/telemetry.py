@@ -1,0 +1,59 @@
+"""One structured log line and the Prometheus counters of every API request."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from crohooks import metrics
+
+log = structlog.get_logger("crohooks.api")
+_HOOK_ID = re.compile(r"^/hooks/([0-9]+)")
+
+
+class RequestTelemetry:
+    """Outermost middleware: it sees every response, preflights and crashes included.
+
+    The request id, tenant and matched route come from the scope ``state`` that the inner
+    layers fill in; the token, bodies and query strings are never logged.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        started = time.perf_counter()
+        status = 500
+
+        async def observe(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = state.get("route", "unmatched")
+            method = scope["method"]
+            metrics.http_requests.labels(route, method, str(status)).inc()
+            metrics.http_request_seconds.labels(route).observe(elapsed)
+            hook = _HOOK_ID.match(scope["path"])
+            log.info(
+                "request",
+                request_id=state.get("request_id"),
+                method=method,
+                route=route,
+                status=status,
+                duration_ms=round(elapsed * 1000, 3),
+                tenant_id=state.get("tenant_id"),
+                hook_id=int(hook.group(1)) if hook else None,
+            )

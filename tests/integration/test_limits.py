@@ -1,0 +1,110 @@
+"""Rate limits, body limits and slow bodies."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from crohooks.services import Services
+from tests.conftest import api_client, make_settings
+from tests.support.receiver import Receiver
+
+Auth = Callable[..., dict[str, str]]
+
+
+async def test_api_is_limited_per_tenant(database_url: str, auth: Auth) -> None:
+    services = Services.build(make_settings(database_url, rate_limit_api_per_minute=5))
+    try:
+        async with api_client(services) as client:
+            statuses = [(await client.get("/hooks", headers=auth())).status_code for _ in range(6)]
+            limited = await client.get("/hooks", headers=auth())
+            other = await client.get("/hooks", headers=auth(tenant=35))
+    finally:
+        await services.aclose()
+    assert statuses == [200] * 5 + [429]
+    assert limited.status_code == 429
+    assert set(limited.json()) == {"detail", "explanation", "field"}
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    assert limited.headers["x-request-id"]
+    assert other.status_code == 200
+
+
+@pytest.mark.postgres
+async def test_postgres_limits_hold_across_processes(
+    auth: Auth, request: pytest.FixtureRequest
+) -> None:
+    """Two API processes (two Services on one database) share one tenant's budget."""
+    from tests.conftest import truncate_postgres
+
+    url: str = request.getfixturevalue("postgres_database")
+    truncate_postgres(url)
+    first = Services.build(make_settings(url, rate_limit_api_per_minute=4))
+    second = Services.build(make_settings(url, rate_limit_api_per_minute=4))
+    try:
+        async with api_client(first) as a, api_client(second) as b:
+            statuses = []
+            for client in (a, b, a, b, a, b):
+                statuses.append((await client.get("/hooks", headers=auth())).status_code)
+    finally:
+        await first.aclose()
+        await second.aclose()
+    assert statuses == [200, 200, 200, 200, 429, 429]
+
+
+async def test_ping_is_limited_per_hook(database_url: str, auth: Auth) -> None:
+    services = Services.build(make_settings(database_url, rate_limit_ping_per_minute=2))
+    try:
+        async with Receiver() as receiver, api_client(services) as client:
+            ids = []
+            for path in ("/a", "/b"):
+                created = await client.post(
+                    "/hooks", json={"events": [], "url": receiver.url_for(path)}, headers=auth()
+                )
+                ids.append(created.json()["id"])
+            pings = [
+                (await client.get(f"/hooks/{ids[0]}/ping", headers=auth())).status_code
+                for _ in range(3)
+            ]
+            other = await client.get(f"/hooks/{ids[1]}/ping", headers=auth())
+            limited = await client.get(f"/hooks/{ids[0]}/ping", headers=auth())
+    finally:
+        await services.aclose()
+    assert pings == [200, 200, 429]
+    assert other.status_code == 200
+    assert "retry-after" in limited.headers
+    assert len([r for r in receiver.requests if r.path == "/a"]) == 2
+
+
+async def test_a_body_that_trickles_in_is_cut_off(database_url: str, auth: Auth) -> None:
+    services = Services.build(make_settings(database_url, body_read_timeout=0.5))
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield b'{"events": [], '
+        await asyncio.sleep(3)
+        yield b'"url": "https://slow.example"}'
+
+    try:
+        async with api_client(services) as client:
+            response = await client.post("/hooks", content=trickle(), headers=auth())
+            listed = await client.get("/hooks", headers=auth())
+    finally:
+        await services.aclose()
+    assert response.status_code == 408
+    assert set(response.json()) == {"detail", "explanation", "field"}
+    assert listed.json()["total_count"] == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "size"),
+    [("/hooks", 64 * 1024), ("/events", 1024 * 1024), ("/events/batch", 16 * 1024 * 1024)],
+)
+async def test_bodies_over_the_limit_are_413(
+    client: Any, auth: Auth, services: Services, path: str, size: int
+) -> None:
+    body = b'{"x": "' + b"a" * size + b'"}'
+    response = await client.post(path, content=body, headers=auth(roles=["Admin"]))
+    assert response.status_code == 413
+    assert await services.deliveries.counts() == {}
