@@ -170,6 +170,9 @@ def serve(settings: Settings, *, host: str, port: int, run_worker: bool) -> None
         loop="uvloop",
         http="httptools",
         timeout_graceful_shutdown=20,
+        timeout_keep_alive=settings.server_keep_alive_timeout,
+        limit_concurrency=settings.server_limit_concurrency,
+        server_header=False,
     )
 
 

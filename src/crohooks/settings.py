@@ -75,8 +75,9 @@ class Settings(BaseSettings):
     rate_limit_api_per_minute: int = Field(default=6000, ge=0)
     rate_limit_ping_per_minute: int = Field(default=10, ge=0)
     server_limit_concurrency: int = Field(default=1000, ge=1)
-    server_keep_alive_timeout: float = 5.0
+    server_keep_alive_timeout: int = Field(default=5, ge=1)
     worker_metrics_port: int | None = None
+    worker_metrics_host: str = "127.0.0.1"
 
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"

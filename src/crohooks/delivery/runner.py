@@ -6,6 +6,7 @@ import asyncio
 import signal
 
 import uvloop
+from prometheus_client import start_http_server
 
 from crohooks.delivery.outbound import OutboundClient
 from crohooks.delivery.worker import DeliveryWorker
@@ -29,5 +30,7 @@ async def run_worker(settings: Settings, *, concurrency: int | None = None) -> N
 
 
 def run_worker_process(settings: Settings, *, concurrency: int | None) -> int:
+    if settings.worker_metrics_port is not None:
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
     uvloop.run(run_worker(settings, concurrency=concurrency))
     return 0
