@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from crohooks import __version__
 from crohooks.api import deliveries, events, hooks, ops, tenants
+from crohooks.api.openapi import install_openapi
 from crohooks.api.telemetry import RequestTelemetry
 from crohooks.api.wire import MethodTable, WireMiddleware, error_response
 from crohooks.delivery.worker import DeliveryWorker
@@ -63,6 +64,7 @@ def create_app(
     for router in routers:
         app.include_router(router)
     app.include_router(ops.router)
+    install_openapi(app)
 
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

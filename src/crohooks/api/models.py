@@ -26,6 +26,15 @@ def _not_null(value: Any) -> Any:
     return value
 
 
+def _storable_url(value: str) -> str:
+    """JSON's ``\\ud800`` escape yields a string no database can store as UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (it holds a lone surrogate)") from None
+    return check_url(value)
+
+
 class CreateWebhookModel(_Strict):
     events: list[HookEvent]
     url: str
@@ -34,7 +43,7 @@ class CreateWebhookModel(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return check_url(value)
+        return _storable_url(value)
 
     @field_validator("events")
     @classmethod
@@ -60,7 +69,7 @@ class UpdateWebhookModel(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return check_url(value)
+        return _storable_url(value)
 
     @field_validator("events", "secret", mode="before")
     @classmethod
@@ -120,6 +129,13 @@ class PublishEventModel(_Strict):
     def _key_not_null(cls, value: Any) -> Any:
         return _not_null(value)
 
+    @field_validator("idempotency_key")
+    @classmethod
+    def _key_storable(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
 
 class PublishBatchModel(_Strict):
     events: Annotated[list[PublishEventModel], Field(min_length=1, max_length=1000)]
@@ -145,7 +161,10 @@ def parse_cro_time(value: str) -> datetime:
         raise ValueError(
             "must be an ISO 8601 timestamp such as 2022-08-20T01:45:38.518903"
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
 
 
 def delivery_model(delivery: Delivery) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -33,6 +34,8 @@ HEADERS_MODEL = "StandardRequestHeadersModel"
 _TENANT_ID = re.compile(r"^\s*[0-9]{1,18}\s*$")
 _JSON_TYPES = ("application/json",)
 _ACCEPTABLE = ("application/json", "application/*", "*/*")
+MAX_JSON_DEPTH = 128
+_CONTAINERS = (dict, list)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -196,6 +199,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    """``1e400`` parses as infinity, which would be rendered as the non-JSON ``Infinity``."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("a number is too large to be represented")
+    return value
+
+
 async def json_object(request: Request, *, limit: int, model_name: str) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() not in _JSON_TYPES:
@@ -206,13 +217,31 @@ async def json_object(request: Request, *, limit: int, model_name: str) -> dict[
     if not raw.strip():
         raise BadRequest("a JSON body is required", field=model_name)
     try:
-        parsed = json.loads(raw, parse_constant=_reject_constant)
+        parsed = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as error:
         detail = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
         raise BadRequest(f"malformed JSON: {detail}", field=model_name) from None
     if not isinstance(parsed, dict):
         raise BadRequest("the body must be a JSON object", field=model_name)
+    _check_depth(raw, parsed, model_name)
     return parsed
+
+
+def _check_depth(raw: bytes, parsed: dict[str, Any], model_name: str) -> None:
+    """Refuse bodies nested deeper than ``MAX_JSON_DEPTH``: they parse, but rendering them
+    again deeper down the stack (event data is stored re-rendered) would exhaust it.
+    Iterative, so a deep body costs no stack."""
+    if raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH:
+        return
+    pending: list[tuple[dict[str, Any] | list[Any], int]] = [(parsed, 1)]
+    while pending:
+        container, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise BadRequest(
+                f"the body is nested more than {MAX_JSON_DEPTH} levels deep", field=model_name
+            )
+        children = container.values() if isinstance(container, dict) else container
+        pending.extend((child, depth + 1) for child in children if isinstance(child, _CONTAINERS))
 
 
 def validate(model: type[ModelT], data: dict[str, Any]) -> ModelT:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import secrets
 from urllib.parse import urlsplit
@@ -14,6 +13,11 @@ MAX_URL_LENGTH = 2048
 
 # CRO's secret pattern, with the `*`s its current site lost when rendering it.
 _SECRET_PATTERN = re.compile(r"^\s*[A-Za-z0-9/+=]{11,270}\s*$")
+# Canonical base64: whole quads, padding only at the end. Python's decoder would also
+# accept padding in the middle or extra `=`s, which other receivers' libraries refuse.
+_CANONICAL_BASE64 = re.compile(
+    r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)$"
+)
 
 
 def check_url(url: str) -> str:
@@ -31,6 +35,12 @@ def check_url(url: str) -> str:
         raise ValueError("must be an absolute http or https URL")
     if not parts.hostname:
         raise ValueError("must name a host")
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise ValueError(
+            "must name a valid host (no empty labels or labels over 63 characters)"
+        ) from None
     if "@" in parts.netloc:
         raise ValueError("must not contain a user-info part")
     if port == 0:
@@ -43,10 +53,8 @@ def check_secret(secret: str) -> str:
     if not _SECRET_PATTERN.match(secret):
         raise ValueError("must be 11 to 270 base64 characters (A-Z, a-z, 0-9, +, /, =)")
     stripped = secret.strip()
-    try:
-        base64.b64decode(stripped, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("must be valid base64") from None
+    if not _CANONICAL_BASE64.match(stripped):
+        raise ValueError("must be valid base64 (whole 4-character groups, padding at the end)")
     return stripped
 
 

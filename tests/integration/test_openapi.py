@@ -1,0 +1,190 @@
+"""``/openapi.json``: CRO's model names, every status, and real responses that match it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+
+from crohooks.api.openapi import OPERATIONS
+from crohooks.services import Services
+from tests.support.delivery import deliver_until_idle
+from tests.support.receiver import Receiver
+
+Auth = Callable[..., dict[str, str]]
+CRO_MODELS = {
+    "CreateWebhookModel",
+    "UpdateWebhookModel",
+    "WebhookModel",
+    "WebhookListModel",
+    "WebhookPingResultModel",
+    "TenantModel",
+    "TenantListModel",
+    "ErrorModel",
+    "PublishEventModel",
+    "PublishBatchModel",
+    "RecoverModel",
+    "DeliveryModel",
+    "DeliveryListModel",
+    "DeliveryDetailModel",
+}
+
+
+async def _document(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def _operation(document: dict[str, Any], method: str, path: str) -> dict[str, Any]:
+    found: dict[str, Any] = document["paths"][path][method.lower()]
+    return found
+
+
+def _parameters(document: dict[str, Any], operation: dict[str, Any]) -> dict[str, Any]:
+    parameters = document["components"]["parameters"]
+    return {
+        parameters[ref.rsplit("/", 1)[1]]["name"]: parameters[ref.rsplit("/", 1)[1]]
+        for ref in (item["$ref"] for item in operation["parameters"])
+    }
+
+
+async def test_served_with_the_wire_headers(client: httpx.AsyncClient) -> None:
+    response = await client.get("/openapi.json", headers={"x-request-id": "0" * 32})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["x-request-id"] == "00000000-0000-0000-0000-000000000000"
+    assert response.headers["x-api-version"] == "2019/02/08"
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert int(response.headers["content-length"]) == len(response.content)
+
+
+async def test_models_carry_cro_names(client: httpx.AsyncClient) -> None:
+    schemas = (await _document(client))["components"]["schemas"]
+    assert set(schemas) >= CRO_MODELS
+    assert schemas["ErrorModel"]["required"] == ["detail", "explanation", "field"]
+    assert set(schemas["WebhookModel"]["required"]) == {
+        "deleted_at",
+        "events",
+        "id",
+        "last_http_fail",
+        "last_http_success",
+        "secret",
+        "url",
+    }
+    assert schemas["UpdateWebhookModel"]["required"] == ["url"]
+    assert schemas["CreateWebhookModel"]["additionalProperties"] is False
+    secret = schemas["CreateWebhookModel"]["properties"]["secret"]
+    assert secret["type"] == "string"  # absent or a string: null is refused
+    assert "HTTPValidationError" not in schemas
+
+
+async def test_every_route_is_documented_with_its_statuses(client: httpx.AsyncClient) -> None:
+    document = await _document(client)
+    documented = {
+        (method.upper(), path) for path, item in document["paths"].items() for method in item
+    }
+    assert documented == {(op.method, op.path) for op in OPERATIONS}
+    for op in OPERATIONS:
+        operation = _operation(document, op.method, op.path)
+        statuses = set(operation["responses"])
+        assert str(op.status) in statuses
+        assert {"400", "401", "406", "413", "500"} <= statuses, op.path
+        assert "422" not in statuses
+        if op.path != "/tenants":
+            assert {"403", "429"} <= statuses, op.path
+            assert _parameters(document, operation)["x-tenant-id"]["required"] is True
+        if "{hook_id}" in op.path:
+            assert "404" in statuses
+        assert {"x-api-version", "x-request-id"} <= set(_parameters(document, operation))
+    assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+
+
+async def test_paging_and_filters(client: httpx.AsyncClient) -> None:
+    document = await _document(client)
+    hooks = _parameters(document, _operation(document, "GET", "/hooks"))
+    assert hooks["page_limit"]["schema"].items() >= {"minimum": 1, "maximum": 1000}.items()
+    assert hooks["page_index"]["schema"].items() >= {"minimum": 1, "maximum": 10000}.items()
+    assert hooks["deleted"]["in"] == "query"
+    deliveries = _parameters(document, _operation(document, "GET", "/hooks/{hook_id}/deliveries"))
+    assert deliveries["status"]["schema"]["enum"] == ["pending", "succeeded", "failed", "cancelled"]
+    assert set(_parameters(document, _operation(document, "GET", "/tenants"))) == {
+        "page_limit",
+        "page_index",
+        "x-api-version",
+        "x-request-id",
+    }
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with Receiver() as server:
+        yield server
+
+
+async def test_real_responses_match_the_document(
+    client: httpx.AsyncClient, services: Services, auth: Auth, receiver: Receiver
+) -> None:
+    """One real call per operation and per kind of answer, each checked by schemathesis."""
+    schema = schemathesis.openapi.from_dict(await _document(client))
+    admin = auth(roles=["Admin", "System"])
+    seen: list[tuple[str, str, int]] = []
+
+    async def call(method: str, template: str, path: str, status: int, **kwargs: Any) -> Any:
+        kwargs.setdefault("headers", admin)
+        response = await client.request(method, path, **kwargs)
+        assert response.status_code == status, response.text
+        assert str(status) in _operation(schema.raw_schema, method, template)["responses"]
+        schema[template][method].validate_response(response)
+        seen.append((method, template, status))
+        return response.json()
+
+    hook = await call(
+        "POST", "/hooks", "/hooks", 200, json={"events": ["Job"], "url": receiver.url}
+    )
+    hook_path = f"/hooks/{hook['id']}"
+    await call("POST", "/hooks", "/hooks", 409, json={"events": [], "url": receiver.url})
+    await call("POST", "/hooks", "/hooks", 400, json={"events": [], "url": "ftp://x"})
+    await call("POST", "/hooks", "/hooks", 401, json={}, headers={})
+    await call("POST", "/hooks", "/hooks", 403, json={}, headers=auth(roles=["Driver"]))
+    await call("GET", "/hooks", "/hooks?page_limit=1", 200)
+    await call("GET", "/hooks", "/hooks", 406, headers={**admin, "Accept": "text/html"})
+    await call("GET", "/hooks/{hook_id}", hook_path, 200)
+    await call("GET", "/hooks/{hook_id}", "/hooks/999", 404)
+    await call("GET", "/hooks/{hook_id}/ping", f"{hook_path}/ping", 200)
+    published = await call("POST", "/events", "/events", 202, json={"event": "Job", "data": {}})
+    await call(
+        "POST",
+        "/events/batch",
+        "/events/batch",
+        202,
+        json={"events": [{"event": "Truck", "data": {"n": 1}}]},
+    )
+    await call("POST", "/events", "/events", 413, content=b" " * (2 << 20), headers=admin)
+    await deliver_until_idle(services)
+    page = await call(
+        "GET", "/hooks/{hook_id}/deliveries", f"{hook_path}/deliveries?status=succeeded", 200
+    )
+    [delivery] = [d for d in page["results"] if d["event_id"] == published["event_id"]]
+    detail_template = "/hooks/{hook_id}/deliveries/{delivery_id}"
+    detail_path = f"{hook_path}/deliveries/{delivery['delivery_id']}"
+    detail = await call("GET", detail_template, detail_path, 200)
+    assert detail["attempts"][0]["response_headers"]
+    redeliver = detail_template + "/redeliver"
+    await call("POST", redeliver, f"{detail_path}/redeliver", 202)
+    await call("POST", redeliver, f"{detail_path}/redeliver", 409)
+    recover = "/hooks/{hook_id}/recover"
+    await call("POST", recover, f"{hook_path}/recover", 202, json={"since": "2020-01-01"})
+    await call("PATCH", "/hooks/{hook_id}", hook_path, 200, json={"url": receiver.url})
+    await call("DELETE", "/hooks/{hook_id}", hook_path, 200)
+    await call("DELETE", "/hooks/{hook_id}", hook_path, 409)
+    await call("GET", "/hooks/{hook_id}/ping", f"{hook_path}/ping", 404)
+    await call("GET", "/tenants", "/tenants", 200)
+
+    assert {(method, template) for method, template, _ in seen} == {
+        (op.method, op.path) for op in OPERATIONS
+    }
