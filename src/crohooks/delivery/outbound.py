@@ -42,6 +42,9 @@ from crohooks.errors import (
 )
 from crohooks.settings import Settings
 
+CHECKED_URL_CACHE = 4096
+"""How many distinct hook URLs an OutboundClient remembers as checked."""
+
 AddrInfo = tuple[int, int, int, str, tuple[str, int] | tuple[str, int, int, int]]
 SocketOpener = Callable[[AddrInfo], socket.socket]
 
@@ -120,6 +123,8 @@ class OutboundClient:
         self._session: aiohttp.ClientSession | None = None
         self._resolver: _PolicyResolver | None = None
         self._closed = False
+        self._checked_urls: dict[str, URL] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def start(self) -> None:
         self._ensure_session()
@@ -158,10 +163,7 @@ class OutboundClient:
         ``timeout`` bounds the whole attempt: resolving, connecting, sending and reading
         the (capped) response body.
         """
-        target = _parse_url(url)
-        address = parse_host(target.raw_host or "")
-        if address is not None:
-            self._policy.check_ip(address)
+        target = self._checked_url(url)
         session = self._ensure_session()
         started = time.monotonic()
         try:
@@ -171,9 +173,7 @@ class OutboundClient:
                     data=body,
                     headers=headers,
                     allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(
-                        total=timeout, sock_connect=self._connect_timeout
-                    ),
+                    timeout=self._client_timeout(timeout),
                 ) as response:
                     content, truncated = await self._read_capped(response)
                     return HttpResponse(
@@ -185,10 +185,39 @@ class OutboundClient:
                     )
         except OutboundError:
             raise
+        except UnicodeError as exc:
+            # IDNA encoding of the host (empty or over-long labels) fails inside the lookup.
+            raise InvalidURL(f"{target.raw_host} is not a valid host name") from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise _outbound_error(
                 exc, target, timeout=timeout, connect_timeout=self._connect_timeout
             ) from exc
+
+    def _checked_url(self, url: str) -> URL:
+        """The parsed URL, once its scheme, host and (for an IP literal) address passed.
+
+        A worker posts to the same few hook URLs over and over, so what passed is kept
+        (the policy never changes for a client); a refusal is raised and never kept. The
+        socket-level check in ``_open_checked_socket`` still runs on every connection.
+        """
+        target = self._checked_urls.get(url)
+        if target is None:
+            target = _parse_url(url)
+            address = parse_host(target.raw_host or "")
+            if address is not None:
+                self._policy.check_ip(address)
+            if len(self._checked_urls) >= CHECKED_URL_CACHE:
+                self._checked_urls.clear()
+            self._checked_urls[url] = target
+        return target
+
+    def _client_timeout(self, total: float) -> aiohttp.ClientTimeout:
+        found = self._timeouts.get(total)
+        if found is None:
+            found = self._timeouts[total] = aiohttp.ClientTimeout(
+                total=total, sock_connect=self._connect_timeout
+            )
+        return found
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
         """At most ``response_body_limit`` bytes of the body, and whether more was left.

@@ -17,6 +17,7 @@ import psycopg
 import structlog
 from sqlalchemy.engine import make_url
 
+from crohooks import metrics
 from crohooks.clock import utc_now
 from crohooks.delivery.attempt import send_attempt
 from crohooks.delivery.outbound import OutboundClient
@@ -26,6 +27,7 @@ from crohooks.store.deliveries import (
     NOTIFY_CHANNEL,
     ClaimedDelivery,
     ClaimPolicy,
+    DeliveryStatus,
     DeliveryStore,
     Outcome,
 )
@@ -33,6 +35,12 @@ from crohooks.store.deliveries import (
 log = structlog.get_logger("crohooks.worker")
 
 MAINTENANCE_INTERVAL = 60.0
+_OUTCOME_LABELS = {
+    DeliveryStatus.SUCCEEDED: "succeeded",
+    DeliveryStatus.PENDING: "retrying",
+    DeliveryStatus.FAILED: "failed",
+    DeliveryStatus.CANCELLED: "cancelled",
+}
 PURGE_BATCHES_PER_ROUND = 20
 
 
@@ -57,7 +65,11 @@ class DeliveryWorker:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._outcomes: list[Outcome] = []
         self._outcome_ready = asyncio.Event()
+        self._recorded = asyncio.Event()
         self._claim_batch = min(self._concurrency, 100)
+        # Claiming a handful of slots at a time costs a whole claim transaction each; wait
+        # for a quarter of the slots unless the worker is idle.
+        self._claim_at_least = max(1, self._concurrency // 4)
 
     @property
     def wakeup(self) -> asyncio.Event:
@@ -90,9 +102,13 @@ class DeliveryWorker:
     async def _claim_loop(self, stop: asyncio.Event) -> None:
         lease = timedelta(seconds=self._settings.lease_seconds)
         while not stop.is_set():
+            # Cleared before the claim, so a wake-up that lands during it is not lost.
+            self._wakeup.clear()
+            self._slot_freed.clear()
+            self._recorded.clear()
             free = self._concurrency - len(self._in_flight)
-            claimed: list[ClaimedDelivery] = []
-            if free > 0:
+            worth_claiming = free >= self._claim_at_least or (free > 0 and not self._in_flight)
+            if worth_claiming:
                 limit = min(free, self._claim_batch)
                 try:
                     claimed = await self._store.claim(
@@ -115,9 +131,11 @@ class DeliveryWorker:
                 if len(claimed) == limit:
                     await asyncio.sleep(0)
                     continue
-            self._wakeup.clear()
-            self._slot_freed.clear()
-            waiters = [self._wakeup, stop] + ([self._slot_freed] if free <= 0 else [])
+            # Wake for new work, for free slots, and after outcomes are written: a hook at
+            # its in-flight cap gets room only once its finished attempts are recorded.
+            waiters = [self._wakeup, stop, self._recorded]
+            if not worth_claiming:
+                waiters.append(self._slot_freed)
             await _wait_any(*waiters, timeout=self._settings.poll_interval)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -146,6 +164,23 @@ class DeliveryWorker:
             retry_after=retry_after,
             now=now,
         )
+        outcome = _OUTCOME_LABELS[status]
+        metrics.deliveries.labels(outcome).inc()
+        metrics.attempt_seconds.observe(result.record.duration_ms / 1000.0)
+        if delivery.reclaimed:
+            metrics.lease_expiries.inc()
+        log.info(
+            "delivery attempt",
+            delivery_id=delivery.id,
+            hook_id=delivery.hook_id,
+            tenant_id=delivery.tenant_id,
+            hook_event=delivery.event,
+            attempt=delivery.attempts + 1,
+            http_status=result.record.http_status,
+            outcome=outcome,
+            duration_ms=result.record.duration_ms,
+            message=result.record.message,
+        )
         self._outcomes.append(
             Outcome(
                 delivery=delivery,
@@ -167,6 +202,7 @@ class DeliveryWorker:
             batch, self._outcomes = self._outcomes, []
             try:
                 await self._store.record(batch, now=utc_now())
+                self._recorded.set()
             except Exception:
                 log.exception("recording outcomes failed; retrying", count=len(batch))
                 self._outcomes[:0] = batch

@@ -17,9 +17,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, text, update
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    BindParameter,
+    Boolean,
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    all_,
+    and_,
+    any_,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,8 +48,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from crohooks.clock import to_cro
 from crohooks.errors import DuplicateKey
 from crohooks.store.database import Database
-from crohooks.store.hooks import HookRepository, cancel_pending_deliveries
-from crohooks.store.schema import attempts, deliveries, events, hooks
+from crohooks.store.hooks import Hook, HookRepository, cancel_pending_deliveries
+from crohooks.store.schema import UTCDateTime, attempts, deliveries, events, hooks
 
 NOTIFY_CHANNEL = "crohooks_deliveries"
 
@@ -53,20 +74,27 @@ def render_delivery_body(
     """The body of spec 3.1, identical to ``json.dumps(body, sort_keys=True)``.
 
     ``data_json`` is the publisher's object already rendered with ``sort_keys=True``; it is
-    rendered once per event and spliced into each hook's body ("data" sorts first).
+    rendered once per event and spliced into each hook's body. The other keys are written
+    in sorted order with ``json``'s own string and integer encoders, which is what
+    ``json.dumps`` does for them, without building a dict per delivery.
     """
-    tail = json.dumps(
-        {
-            "delivery_id": delivery_id,
-            "event": event,
-            "event_id": event_id,
-            "hook_id": hook_id,
-            "tenant_id": tenant_id,
-            "timestamp": timestamp,
-        },
-        sort_keys=True,
+    return (
+        '{"data": '
+        + data_json
+        + ', "delivery_id": '
+        + _json_string(delivery_id)
+        + ', "event": '
+        + _json_string(event)
+        + ', "event_id": '
+        + _json_string(event_id)
+        + ', "hook_id": '
+        + int.__repr__(hook_id)
+        + ', "tenant_id": '
+        + int.__repr__(tenant_id)
+        + ', "timestamp": '
+        + _json_string(timestamp)
+        + "}"
     )
-    return '{"data": ' + data_json + ", " + tail[1:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +124,8 @@ class ClaimedDelivery:
     previous_secrets: tuple[str, ...]
     leased_by: str
     lease_expires_at: datetime
+    reclaimed: bool = False
+    """Claimed again after another lease on it ran out (its worker died or stalled)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +190,19 @@ class ClaimPolicy:
     busy_hooks: dict[int, int] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class _Intake:
+    """The rows of one accepted batch, written together when the batch is complete."""
+
+    tenant_id: int
+    now: datetime
+    timestamp: str
+    subscribers: dict[str, list[Hook]] = field(default_factory=dict)
+    keys: dict[str, AcceptedEvent] = field(default_factory=dict)
+    event_rows: list[dict[str, Any]] = field(default_factory=list)
+    delivery_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
 def _delivery(row: Row[Any]) -> Delivery:
     m = row._mapping
     return Delivery(**{name: m[name] for name in Delivery.__dataclass_fields__})
@@ -179,13 +222,23 @@ class DeliveryStore:
         now: datetime,
         idempotency_window: timedelta,
     ) -> list[AcceptedEvent]:
-        """Store events and one delivery per subscribed active hook, in one transaction."""
+        """Store events and one delivery per subscribed active hook, in one transaction.
+
+        The rows of the whole batch are written by two multi-row inserts at the end, and
+        each event type's subscribers are read once per batch.
+        """
+        timestamp = to_cro(now)
+        assert timestamp is not None
+        intake = _Intake(tenant_id=tenant_id, now=now, timestamp=timestamp)
         try:
             async with self._db.write() as conn:
                 accepted = [
-                    await self._accept_one(conn, tenant_id, item, now, idempotency_window)
-                    for item in items
+                    await self._accept_one(conn, intake, item, idempotency_window) for item in items
                 ]
+                if intake.event_rows:
+                    await conn.execute(events.insert(), intake.event_rows)
+                if intake.delivery_rows:
+                    await conn.execute(deliveries.insert(), intake.delivery_rows)
                 if any(not a.duplicate and a.hook_count for a in accepted):
                     await self._notify(conn)
                 return accepted
@@ -196,18 +249,22 @@ class DeliveryStore:
     async def _accept_one(
         self,
         conn: AsyncConnection,
-        tenant_id: int,
+        intake: _Intake,
         item: NewEvent,
-        now: datetime,
         window: timedelta,
     ) -> AcceptedEvent:
-        if item.idempotency_key is not None:
+        tenant_id, now = intake.tenant_id, intake.now
+        key = item.idempotency_key
+        if key is not None:
+            earlier = intake.keys.get(key)
+            if earlier is not None:
+                return AcceptedEvent(earlier.event_id, earlier.hook_count, duplicate=True)
             existing = (
                 await conn.execute(
                     select(events.c.id, events.c.hook_count, events.c.accepted_at).where(
                         and_(
                             events.c.tenant_id == tenant_id,
-                            events.c.idempotency_key == item.idempotency_key,
+                            events.c.idempotency_key == key,
                         )
                     )
                 )
@@ -218,51 +275,52 @@ class DeliveryStore:
                 await conn.execute(
                     update(events).where(events.c.id == existing.id).values(idempotency_key=None)
                 )
-        subscribed = await HookRepository.active_subscribed(conn, tenant_id, item.event)
+        subscribed = intake.subscribers.get(item.event)
+        if subscribed is None:
+            subscribed = await HookRepository.active_subscribed(conn, tenant_id, item.event)
+            intake.subscribers[item.event] = subscribed
         event_id = str(uuid.uuid4())
         data_json = json.dumps(item.data, sort_keys=True)
-        timestamp = to_cro(now)
-        assert timestamp is not None
-        await conn.execute(
-            events.insert().values(
-                id=event_id,
-                tenant_id=tenant_id,
-                event=item.event,
-                data=data_json,
-                idempotency_key=item.idempotency_key,
-                hook_count=len(subscribed),
-                accepted_at=now,
-            )
+        intake.event_rows.append(
+            {
+                "id": event_id,
+                "tenant_id": tenant_id,
+                "event": item.event,
+                "data": data_json,
+                "idempotency_key": key,
+                "hook_count": len(subscribed),
+                "accepted_at": now,
+            }
         )
-        if subscribed:
-            rows = []
-            for hook in subscribed:
-                delivery_id = str(uuid.uuid4())
-                rows.append(
-                    {
-                        "id": delivery_id,
-                        "tenant_id": tenant_id,
-                        "hook_id": hook.id,
-                        "event_id": event_id,
-                        "event": item.event,
-                        "body": render_delivery_body(
-                            data_json=data_json,
-                            delivery_id=delivery_id,
-                            event=item.event,
-                            event_id=event_id,
-                            hook_id=hook.id,
-                            tenant_id=tenant_id,
-                            timestamp=timestamp,
-                        ),
-                        "status": DeliveryStatus.PENDING.value,
-                        "attempts": 0,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
-            await conn.execute(deliveries.insert(), rows)
-        return AcceptedEvent(event_id, len(subscribed), duplicate=False)
+        for hook in subscribed:
+            delivery_id = str(uuid.uuid4())
+            intake.delivery_rows.append(
+                {
+                    "id": delivery_id,
+                    "tenant_id": tenant_id,
+                    "hook_id": hook.id,
+                    "event_id": event_id,
+                    "event": item.event,
+                    "body": render_delivery_body(
+                        data_json=data_json,
+                        delivery_id=delivery_id,
+                        event=item.event,
+                        event_id=event_id,
+                        hook_id=hook.id,
+                        tenant_id=tenant_id,
+                        timestamp=intake.timestamp,
+                    ),
+                    "status": DeliveryStatus.PENDING.value,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        accepted = AcceptedEvent(event_id, len(subscribed), duplicate=False)
+        if key is not None:
+            intake.keys[key] = accepted
+        return accepted
 
     async def _notify(self, conn: AsyncConnection) -> None:
         if self._db.dialect == "postgresql":
@@ -275,21 +333,33 @@ class DeliveryStore:
 
         First attempts and retries are read side by side so a backlog of retries can't
         starve fresh events, and no hook gets more than ``per_hook_cap`` deliveries in
-        flight across all workers. Candidates are locked with SKIP LOCKED on PostgreSQL
-        (SQLite's BEGIN IMMEDIATE already serialises claimers); the ones not chosen are
-        released when the transaction ends.
+        flight across all workers. Claims are serialised (SQLite's BEGIN IMMEDIATE, a
+        transaction-scoped advisory lock on PostgreSQL): counting a hook's leases and
+        adding to them must not interleave with another worker doing the same, or both
+        would see room under the cap and fill it twice. Candidates are also locked with
+        SKIP LOCKED on PostgreSQL, so rows another transaction holds are passed over.
         """
         if policy.limit <= 0:
             return []
         scan = policy.limit * 4
+        due: dict[str, Any] = {"b_now": now, "b_limit": scan}
         async with self._db.write() as conn:
-            first = await self._candidates(conn, now, scan, first_attempts=True)
-            retries = await self._candidates(conn, now, scan, first_attempts=False)
+            if self._db.dialect == "postgresql":
+                await conn.execute(_CLAIM_LOCK)
+            # Hooks already at their cap are left out of the scan, so a slow hook with a
+            # deep backlog can't fill the candidate window and starve the others.
+            in_flight: dict[int, int] = {
+                hook_id: count for hook_id, count in await conn.execute(_IN_FLIGHT, {"b_now": now})
+            }
+            due["b_saturated"] = [
+                hook_id for hook_id, count in in_flight.items() if count >= policy.per_hook_cap
+            ]
+            dialect = self._db.dialect
+            first = list(await conn.execute(_DUE_FIRST_ATTEMPTS[dialect], due))
+            retries = list(await conn.execute(_DUE_RETRIES[dialect], due))
             candidates = _interleave(first, retries)
             if not candidates:
                 return []
-            hook_ids = {row.hook_id for row in candidates}
-            in_flight = await self._in_flight(conn, hook_ids, now)
             chosen: list[Row[Any]] = []
             cancelled: set[int] = set()
             taken: dict[int, int] = defaultdict(int)
@@ -309,23 +379,23 @@ class DeliveryStore:
             if not chosen:
                 return []
             expires = now + policy.lease
-            await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id.in_([row.id for row in chosen]))
-                .values(
-                    leased_by=policy.worker_id,
-                    lease_expires_at=expires,
-                    next_attempt_at=expires,
-                    updated_at=now,
-                )
+            leased = await conn.execute(
+                _LEASE[self._db.dialect],
+                {
+                    "b_ids": [row.id for row in chosen],
+                    "b_worker": policy.worker_id,
+                    "b_expires": expires,
+                    "b_now": now,
+                },
             )
+            bodies: dict[str, str] = {row.id: row.body for row in leased}
         return [
             ClaimedDelivery(
                 id=row.id,
                 tenant_id=row.tenant_id,
                 hook_id=row.hook_id,
                 event=row.event,
-                body=row.body.encode("utf-8"),
+                body=bodies[row.id].encode("utf-8"),
                 attempts=row.attempts,
                 url=row.url,
                 secret=row.secret,
@@ -336,105 +406,57 @@ class DeliveryStore:
                 else (),
                 leased_by=policy.worker_id,
                 lease_expires_at=expires,
+                reclaimed=row.leased_by is not None,
             )
             for row in chosen
         ]
 
-    async def _candidates(
-        self, conn: AsyncConnection, now: datetime, limit: int, *, first_attempts: bool
-    ) -> list[Row[Any]]:
-        attempt_filter = deliveries.c.attempts == 0 if first_attempts else deliveries.c.attempts > 0
-        query = (
-            select(
-                deliveries.c.id,
-                deliveries.c.tenant_id,
-                deliveries.c.hook_id,
-                deliveries.c.event,
-                deliveries.c.body,
-                deliveries.c.attempts,
-                hooks.c.url,
-                hooks.c.secret,
-                hooks.c.previous_secret,
-                hooks.c.previous_secret_until,
-                hooks.c.deleted_at,
-            )
-            .join(hooks, hooks.c.id == deliveries.c.hook_id)
-            .where(
-                and_(
-                    deliveries.c.status == DeliveryStatus.PENDING.value,
-                    attempt_filter,
-                    deliveries.c.next_attempt_at <= now,
-                )
-            )
-            .order_by(deliveries.c.next_attempt_at)
-            .limit(limit)
-            .with_for_update(of=deliveries, skip_locked=True)
-        )
-        return list(await conn.execute(query))
-
-    async def _in_flight(
-        self, conn: AsyncConnection, hook_ids: set[int], now: datetime
-    ) -> dict[int, int]:
-        rows = await conn.execute(
-            select(deliveries.c.hook_id, func.count())
-            .where(
-                and_(
-                    deliveries.c.status == DeliveryStatus.PENDING.value,
-                    deliveries.c.lease_expires_at.is_not(None),
-                    deliveries.c.lease_expires_at > now,
-                    deliveries.c.hook_id.in_(hook_ids),
-                )
-            )
-            .group_by(deliveries.c.hook_id)
-        )
-        return {hook_id: count for hook_id, count in rows}
-
     # -- outcomes ---------------------------------------------------------------------
 
     async def record(self, outcomes: Sequence[Outcome], *, now: datetime) -> int:
-        """Write a batch of attempt outcomes in one transaction; returns how many applied."""
+        """Write a batch of attempt outcomes in one transaction; returns how many applied.
+
+        Three statements whatever the batch size: the attempt rows, the fenced delivery
+        updates and one update per hook (``hook_outcomes`` folds the batch, in order).
+        """
         if not outcomes:
             return 0
-        applied = 0
+        attempt_rows = []
+        delivery_rows = []
+        for outcome in outcomes:
+            claimed = outcome.delivery
+            attempt_rows.append(_attempt_row(claimed.id, claimed.attempts + 1, outcome.attempt))
+            final = outcome.status is not DeliveryStatus.PENDING
+            delivery_rows.append(
+                {
+                    "b_id": claimed.id,
+                    "b_leased_by": claimed.leased_by,
+                    "b_lease": claimed.lease_expires_at,
+                    "b_status": outcome.status.value,
+                    "b_next": outcome.next_attempt_at,
+                    "b_now": now,
+                    "b_completed": now if final else None,
+                    "b_http": outcome.attempt.http_status,
+                    "b_message": outcome.attempt.message,
+                }
+            )
+        hook_rows = [
+            {
+                "b_tenant": folded.tenant_id,
+                "b_hook": folded.hook_id,
+                "b_success": folded.last_success,
+                "b_fail": folded.last_fail,
+                "b_reset": folded.success_seen,
+                "b_failing": folded.failing_since,
+            }
+            # Sorted, so two workers' batches lock shared hook rows in the same order.
+            for folded in sorted(hook_outcomes(outcomes), key=lambda f: (f.hook_id, f.tenant_id))
+        ]
         async with self._db.write() as conn:
-            for outcome in outcomes:
-                claimed = outcome.delivery
-                number = claimed.attempts + 1
-                await conn.execute(
-                    attempts.insert().values(**_attempt_row(claimed.id, number, outcome.attempt))
-                )
-                final = outcome.status is not DeliveryStatus.PENDING
-                result = await conn.execute(
-                    update(deliveries)
-                    .where(
-                        and_(
-                            deliveries.c.id == claimed.id,
-                            deliveries.c.status == DeliveryStatus.PENDING.value,
-                            deliveries.c.leased_by == claimed.leased_by,
-                            deliveries.c.lease_expires_at == claimed.lease_expires_at,
-                        )
-                    )
-                    .values(
-                        status=outcome.status.value,
-                        attempts=deliveries.c.attempts + 1,
-                        next_attempt_at=outcome.next_attempt_at,
-                        lease_expires_at=None,
-                        leased_by=None,
-                        updated_at=now,
-                        completed_at=now if final else None,
-                        last_http_status=outcome.attempt.http_status,
-                        last_message=outcome.attempt.message,
-                    )
-                )
-                applied += result.rowcount
-                await HookRepository.record_outcome(
-                    conn,
-                    claimed.tenant_id,
-                    claimed.hook_id,
-                    succeeded=200 <= outcome.attempt.http_status < 300,
-                    at=outcome.attempt.started_at,
-                )
-        return applied
+            await conn.execute(attempts.insert(), attempt_rows)
+            result = await conn.execute(_RECORD_OUTCOME, delivery_rows)
+            await conn.execute(_RECORD_HOOK_OUTCOME, hook_rows)
+        return result.rowcount
 
     async def record_ping(
         self,
@@ -636,6 +658,193 @@ class DeliveryStore:
                 select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
             )
             return {status: count for status, count in rows}
+
+
+@dataclass(slots=True)
+class HookOutcomes:
+    """A batch of outcomes of one hook, folded into the effect of applying them in order.
+
+    Applying ``HookRepository.record_outcome`` once per outcome moves each timestamp to
+    its maximum, clears ``failing_since`` at every success and sets it at the first
+    failure after that; so the fold keeps the latest success and failure times, whether a
+    success was seen, and the first failure after the last success (or, with no success
+    in the batch, the first failure, which only applies if none is recorded yet).
+    """
+
+    tenant_id: int
+    hook_id: int
+    last_success: datetime | None = None
+    last_fail: datetime | None = None
+    success_seen: bool = False
+    failing_since: datetime | None = None
+
+    def add(self, succeeded: bool, at: datetime) -> None:
+        if succeeded:
+            self.success_seen = True
+            self.failing_since = None
+            if self.last_success is None or at > self.last_success:
+                self.last_success = at
+        else:
+            if self.failing_since is None:
+                self.failing_since = at
+            if self.last_fail is None or at > self.last_fail:
+                self.last_fail = at
+
+
+def hook_outcomes(outcomes: Sequence[Outcome]) -> list[HookOutcomes]:
+    folded: dict[tuple[int, int], HookOutcomes] = {}
+    for outcome in outcomes:
+        claimed = outcome.delivery
+        key = (claimed.tenant_id, claimed.hook_id)
+        entry = folded.get(key)
+        if entry is None:
+            entry = folded[key] = HookOutcomes(claimed.tenant_id, claimed.hook_id)
+        status = outcome.attempt.http_status
+        entry.add(200 <= status < 300, outcome.attempt.started_at)
+    return list(folded.values())
+
+
+# The hot statements are built once: building SQLAlchemy constructs per call costs more
+# than executing them. Statuses are literals so the partial queue indexes match them.
+_PENDING: ColumnElement[Any] = literal_column("'pending'")
+
+
+def _later(column: ColumnElement[Any], moment: BindParameter[Any]) -> ColumnElement[Any]:
+    """The later of a stored time and a parameter that may be NULL (never moves back)."""
+    return case(
+        (moment.is_(None), column),
+        (column > moment, column),
+        else_=moment,
+    )
+
+
+def _due(*, first_attempts: bool, dialect: str) -> Select[Any]:
+    """Due deliveries, oldest first; one query per kind so each uses its partial index.
+
+    Bodies are not read here: most candidates are not chosen, and the lease update
+    returns the bodies of those that are.
+    """
+    zero: ColumnElement[Any] = literal_column("0")
+    kind = deliveries.c.attempts == zero if first_attempts else deliveries.c.attempts > zero
+    # One fixed statement text per dialect, whatever the number of saturated hooks.
+    unsaturated = (
+        deliveries.c.hook_id != all_(bindparam("b_saturated", type_=ARRAY(BigInteger)))
+        if dialect == "postgresql"
+        else deliveries.c.hook_id.not_in(bindparam("b_saturated", expanding=True))
+    )
+    return (
+        select(
+            deliveries.c.id,
+            deliveries.c.tenant_id,
+            deliveries.c.hook_id,
+            deliveries.c.event,
+            deliveries.c.attempts,
+            deliveries.c.leased_by,
+            hooks.c.url,
+            hooks.c.secret,
+            hooks.c.previous_secret,
+            hooks.c.previous_secret_until,
+            hooks.c.deleted_at,
+        )
+        .join(hooks, hooks.c.id == deliveries.c.hook_id)
+        .where(
+            and_(
+                deliveries.c.status == _PENDING,
+                kind,
+                deliveries.c.next_attempt_at <= bindparam("b_now", type_=UTCDateTime),
+                unsaturated,
+            )
+        )
+        .order_by(deliveries.c.next_attempt_at)
+        .limit(bindparam("b_limit", type_=Integer))
+        .with_for_update(of=deliveries, skip_locked=True)
+    )
+
+
+_DUE_FIRST_ATTEMPTS = {d: _due(first_attempts=True, dialect=d) for d in ("postgresql", "sqlite")}
+_DUE_RETRIES = {d: _due(first_attempts=False, dialect=d) for d in ("postgresql", "sqlite")}
+
+# Only leased rows are in the partial index ix_deliveries_leased, so counting all of them
+# costs no more than the deliveries in flight, and the statement never changes (prepared
+# once on PostgreSQL, where a list of hook ids would make a new statement per claim).
+_IN_FLIGHT = (
+    select(deliveries.c.hook_id, func.count())
+    .where(
+        and_(
+            deliveries.c.status == _PENDING,
+            deliveries.c.lease_expires_at.is_not(None),
+            deliveries.c.lease_expires_at > bindparam("b_now", type_=UTCDateTime),
+        )
+    )
+    .group_by(deliveries.c.hook_id)
+)
+
+
+# Claiming moves next_attempt_at to the end of the lease: a worker that dies leaves a
+# delivery that falls due again by itself when the lease ends.
+CLAIM_LOCK_KEY = 0x63726F686F6F6B73  # "crohooks"
+_CLAIM_LOCK = text(f"SELECT pg_advisory_xact_lock({CLAIM_LOCK_KEY})")
+
+
+def _lease(ids: ColumnElement[bool]) -> Any:
+    return (
+        update(deliveries)
+        .where(ids)
+        .values(
+            leased_by=bindparam("b_worker"),
+            lease_expires_at=bindparam("b_expires", type_=UTCDateTime),
+            next_attempt_at=bindparam("b_expires", type_=UTCDateTime),
+            updated_at=bindparam("b_now", type_=UTCDateTime),
+        )
+        .returning(deliveries.c.id, deliveries.c.body)
+    )
+
+
+_LEASE = {
+    # One array parameter keeps the PostgreSQL statement the same whatever the batch size.
+    "postgresql": _lease(deliveries.c.id == any_(bindparam("b_ids", type_=ARRAY(String)))),
+    "sqlite": _lease(deliveries.c.id.in_(bindparam("b_ids", expanding=True))),
+}
+
+
+_RECORD_OUTCOME = (
+    update(deliveries)
+    .where(
+        and_(
+            deliveries.c.id == bindparam("b_id"),
+            deliveries.c.status == _PENDING,
+            # Fencing: only the lease this worker took may write the delivery's state.
+            deliveries.c.leased_by == bindparam("b_leased_by"),
+            deliveries.c.lease_expires_at == bindparam("b_lease", type_=UTCDateTime),
+        )
+    )
+    .values(
+        status=bindparam("b_status"),
+        attempts=deliveries.c.attempts + 1,
+        next_attempt_at=bindparam("b_next", type_=UTCDateTime),
+        lease_expires_at=None,
+        leased_by=None,
+        updated_at=bindparam("b_now", type_=UTCDateTime),
+        completed_at=bindparam("b_completed", type_=UTCDateTime),
+        last_http_status=bindparam("b_http"),
+        last_message=bindparam("b_message"),
+    )
+)
+
+_RECORD_HOOK_OUTCOME = (
+    update(hooks)
+    .where(and_(hooks.c.tenant_id == bindparam("b_tenant"), hooks.c.id == bindparam("b_hook")))
+    .values(
+        last_http_success=_later(
+            hooks.c.last_http_success, bindparam("b_success", type_=UTCDateTime)
+        ),
+        last_http_fail=_later(hooks.c.last_http_fail, bindparam("b_fail", type_=UTCDateTime)),
+        failing_since=case(
+            (bindparam("b_reset", type_=Boolean), bindparam("b_failing", type_=UTCDateTime)),
+            else_=func.coalesce(hooks.c.failing_since, bindparam("b_failing", type_=UTCDateTime)),
+        ),
+    )
+)
 
 
 def _interleave(first: list[Row[Any]], retries: list[Row[Any]]) -> list[Row[Any]]:

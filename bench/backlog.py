@@ -1,0 +1,164 @@
+"""Claim latency with a backlog of 1,000,000 due deliveries, against a nearly empty queue.
+
+Both queues are filled with bulk SQL (``generate_series`` on PostgreSQL, a recursive CTE
+on SQLite) and spread over 1,000 hooks, so the per-hook in-flight cap never runs out;
+then the same claim a worker makes (``DeliveryStore.claim``, 64 deliveries, default cap)
+is timed ROUNDS times, each claimed batch being marked done between claims (untimed) as
+a worker would. The "empty" queue holds just the deliveries those claims take.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import text
+
+from bench.common import TENANT, BenchError, median, percentile
+from crohooks.clock import utc_now
+from crohooks.store.database import Database
+from crohooks.store.deliveries import ClaimPolicy, DeliveryStore
+from crohooks.store.migrate import migrate
+from crohooks.store.schema import deliveries
+
+HOOKS = 1000
+LIMIT = 64
+ROUNDS = int(__import__("os").environ.get("BENCH_ROUNDS", "30"))
+BODY_BYTES = 100
+
+
+@dataclass(frozen=True)
+class ClaimFigures:
+    rows: int
+    insert_seconds: float
+    claim_ms: list[float]
+
+    @property
+    def p50_ms(self) -> float:
+        return median(self.claim_ms)
+
+    @property
+    def p99_ms(self) -> float:
+        return percentile(self.claim_ms, 0.99)
+
+
+_HOOKS_SQL = """
+INSERT INTO hooks (id, tenant_id, url, secret, events, created_at, updated_at)
+SELECT i, :tenant, 'http://127.0.0.1:9/hook/' || i, 'VGhlIGxhenkgYnJvd24gZG9n', '["Job"]',
+       :now, :now
+FROM {series}
+"""
+
+_POSTGRES_SERIES = "generate_series(1, :n) AS i"
+
+_POSTGRES_DELIVERIES = """
+INSERT INTO deliveries (id, tenant_id, hook_id, event_id, event, body, status, attempts,
+                        next_attempt_at, created_at, updated_at)
+SELECT lpad(to_hex(i), 8, '0') || '-0000-4000-8000-000000000000', :tenant, 1 + i % :hooks, NULL,
+       'Job', repeat('x', :body), 'pending', 0,
+       :start + i * interval '1 microsecond', :start, :start
+FROM generate_series(1, :n) AS i
+"""
+
+_SQLITE_SERIES = (
+    "(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) SELECT i FROM s)"
+)
+
+# SQLAlchemy keeps SQLite datetimes as 'YYYY-MM-DD HH:MM:SS.ffffff' text.
+_SQLITE_DELIVERIES = """
+WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n)
+INSERT INTO deliveries (id, tenant_id, hook_id, event_id, event, body, status, attempts,
+                        next_attempt_at, created_at, updated_at)
+SELECT printf('%08x-0000-4000-8000-%012x', :offset + i, i), :tenant, 1 + i % :hooks, NULL,
+       'Job', substr(:filler, 1, :body), 'pending', 0,
+       strftime('%Y-%m-%d %H:%M:%S', :start, '+' || (i / 1000) || ' seconds')
+           || printf('.%06d', (i % 1000) * 1000),
+       :start_text, :start_text
+FROM s
+"""
+
+
+async def _fill(db: Database, rows: int, offset: int) -> float:
+    """Insert ``rows`` due deliveries (spread over the hooks, all due a day ago).
+
+    As any bulk load does, the secondary indexes are dropped first and built again after
+    (from ``store.schema``, so they are exactly the production ones).
+    """
+    start = utc_now() - timedelta(days=1)
+    naive = start.replace(tzinfo=None)
+    started = time.perf_counter()
+    async with db.write() as conn:
+        for index in deliveries.indexes:
+            await conn.execute(text(f"DROP INDEX {index.name}"))
+        if db.dialect == "postgresql":
+            await conn.execute(
+                text(_POSTGRES_DELIVERIES),
+                {"tenant": TENANT, "hooks": HOOKS, "body": BODY_BYTES, "start": naive, "n": rows},
+            )
+        else:
+            stamp = naive.strftime("%Y-%m-%d %H:%M:%S")
+            await conn.execute(
+                text(_SQLITE_DELIVERIES),
+                {
+                    "tenant": TENANT,
+                    "hooks": HOOKS,
+                    "body": BODY_BYTES,
+                    "filler": "x" * BODY_BYTES,
+                    "start": stamp,
+                    "start_text": stamp + ".000000",
+                    "n": rows,
+                    "offset": offset,
+                },
+            )
+        for index in deliveries.indexes:
+            await conn.run_sync(index.create)
+    if db.dialect == "postgresql":
+        async with db.engine.connect() as conn:
+            autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await autocommit.execute(text("ANALYZE deliveries"))
+    else:
+        async with db.write() as conn:
+            await conn.execute(text("ANALYZE"))
+    return time.perf_counter() - started
+
+
+async def _finish(db: Database, ids: list[str]) -> None:
+    """Mark claimed deliveries done, as the worker would after delivering them (untimed)."""
+    async with db.write() as conn:
+        await conn.execute(
+            deliveries.update()
+            .where(deliveries.c.id.in_(ids))
+            .values(status="succeeded", lease_expires_at=None, leased_by=None)
+        )
+
+
+async def measure(database_url: str, *, rows: int) -> ClaimFigures:
+    """Claim latency on a fresh database holding ``rows`` due deliveries."""
+    migrate(database_url)
+    db = Database(database_url)
+    try:
+        series = _POSTGRES_SERIES if db.dialect == "postgresql" else _SQLITE_SERIES
+        now = utc_now().replace(tzinfo=None)
+        async with db.write() as conn:
+            await conn.execute(
+                text(_HOOKS_SQL.format(series=series)), {"tenant": TENANT, "now": now, "n": HOOKS}
+            )
+        insert_seconds = await _fill(db, rows, offset=0)
+        store = DeliveryStore(db)
+        policy = ClaimPolicy(
+            limit=LIMIT, per_hook_cap=4, lease=timedelta(seconds=60), worker_id="bench"
+        )
+        # Warm up (connections, statement caches), as a running worker would be.
+        await _finish(db, [delivery.id for delivery in await store.claim(policy, now=utc_now())])
+        latencies = []
+        for _ in range(ROUNDS):
+            started = time.perf_counter()
+            claimed = await store.claim(policy, now=utc_now())
+            latencies.append((time.perf_counter() - started) * 1000.0)
+            if len(claimed) != LIMIT:
+                raise BenchError(f"a claim took {len(claimed)} deliveries, not {LIMIT}")
+            await _finish(db, [delivery.id for delivery in claimed])
+        return ClaimFigures(rows, insert_seconds, latencies)
+    finally:
+        await db.dispose()
