@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from crohooks.errors import ConfigurationError
@@ -102,6 +102,17 @@ class Settings(BaseSettings):
         if isinstance(value, list):
             return tuple(float(item) for item in value)
         return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_an_attempt(self) -> Settings:
+        # A lease shorter than an attempt lets another worker (or this one) claim a
+        # delivery that is still being sent: two requests at once, and the cap overrun.
+        if self.lease_seconds <= self.attempt_timeout:
+            raise ValueError(
+                f"lease_seconds ({self.lease_seconds}) must be longer than attempt_timeout "
+                f"({self.attempt_timeout})"
+            )
+        return self
 
     @property
     def is_sqlite(self) -> bool:

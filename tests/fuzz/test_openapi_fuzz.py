@@ -331,13 +331,6 @@ async def test_inputs_that_once_were_500s(
         assert set(response.json()) == {"detail", "explanation", "field"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeError,
-    reason="delivery/outbound.py: getaddrinfo's IDNA encoding raises UnicodeError for an "
-    "empty label, which nothing turns into an OutboundError: a ping answers 500 and a "
-    "delivery is re-claimed forever without an attempt on record",
-)
 async def test_a_host_with_an_empty_label_is_an_outbound_error() -> None:
     async with OutboundClient(Settings(database_url="sqlite://")) as outbound:
         with pytest.raises(OutboundError):

@@ -373,3 +373,47 @@ async def test_deleting_a_hook_cancels_its_queue(database_url: str, auth: Auth) 
 async def _attempted(env: Env, auth: Auth, hook_id: int) -> bool:
     listed = (await env.client.get(f"/hooks/{hook_id}/deliveries", headers=auth())).json()
     return bool(listed["results"]) and listed["results"][0]["attempt_count"] == 1
+
+
+async def test_a_deep_backlog_on_a_slow_hook_does_not_starve_the_others(
+    database_url: str, auth: Auth
+) -> None:
+    async with Receiver() as slow, Receiver() as fast:
+        slow.respond(200, delay=30)
+        async with running(database_url, worker_concurrency=8, per_hook_inflight=2) as env:
+            await make_hook(env, auth, slow.url, ["Job"])
+            fast_hook = await make_hook(env, auth, fast.url, ["Truck"])
+            backlog = [{"event": "Job", "data": {"n": i}} for i in range(200)]
+            response = await env.client.post(
+                "/events/batch", json={"events": backlog}, headers=auth()
+            )
+            assert response.status_code == 202
+            await slow.wait_for_requests(2)
+            for i in range(10):
+                await publish(env, auth, "Truck", {"n": i})
+            await fast.wait_for_requests(10, timeout=10)
+            await wait_until(lambda: _count_is(env, auth, fast_hook, "succeeded", 10))
+            in_flight_slow = len(slow.requests)
+            await slow.close()
+    assert in_flight_slow == 2
+
+
+async def test_metrics_count_deliveries(database_url: str, auth: Auth) -> None:
+    from tests.integration.test_ops import metric
+
+    async with Receiver() as receiver, running(database_url) as env:
+        before = (await env.client.get("/metrics")).text
+        receiver.enqueue(500)
+        hook_id = await make_hook(env, auth, receiver.url, ["Job"])
+        await publish(env, auth, "Job", {})
+        await wait_until(lambda: _status_is(env, auth, hook_id, "succeeded"))
+        after = (await env.client.get("/metrics")).text
+
+    def grew(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert grew("crohooks_deliveries_total", outcome="retrying") == 1
+    assert grew("crohooks_deliveries_total", outcome="succeeded") == 1
+    assert grew("crohooks_delivery_attempt_seconds_count") == 2
+    assert metric(after, "crohooks_queue_depth", state="succeeded") == 1
+    assert metric(after, "crohooks_queue_depth", state="pending") == 0
