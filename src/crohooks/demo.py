@@ -112,14 +112,6 @@ async def _ensure_demo_tenant(settings: Settings) -> None:
                 id=DEMO_TENANT_ID,
                 name=DEMO_TENANT_NAME,
                 code=DEMO_TENANT_CODE,
-                address=None,
-                city=None,
-                state=None,
-                zip=None,
-                email=None,
-                phone=None,
-                is_active=True,
-                truck_limit=None,
                 created_on=utc_now(),
             )
         )

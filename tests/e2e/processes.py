@@ -19,29 +19,21 @@ import signal
 import socket
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import Row, make_url
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from crohooks.store.database import async_url
-from tests.conftest import (
-    POSTGRES_ADMIN_URL,
-    REQUIRE_POSTGRES,
-    TEST_JWT_SECRET,
-    _admin_conninfo,
-    _postgres_available,
-)
+from tests.conftest import TEST_JWT_SECRET
 
 CLI = (sys.executable, "-m", "crohooks.cli")
 STARTUP_SECONDS = 30.0
@@ -272,27 +264,6 @@ async def worker(
     args = ["worker"] + (["--concurrency", str(concurrency)] if concurrency else [])
     async with started(name, args, env=env, logdir=logdir) as process:
         yield Worker(process)
-
-
-@contextmanager
-def fresh_postgres_database(prefix: str) -> Iterator[str]:
-    """A new, empty PostgreSQL database, dropped afterwards (connections and all).
-
-    Skips when the server is unreachable, unless CROHOOKS_TEST_REQUIRE_POSTGRES=1.
-    """
-    problem = _postgres_available()
-    if problem is not None:
-        if REQUIRE_POSTGRES:
-            pytest.fail(f"PostgreSQL is required but unreachable: {problem}")
-        pytest.skip(f"PostgreSQL unreachable: {problem}")
-    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def query(database_url: str, sql: str, **params: Any) -> list[Row[Any]]:

@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import fresh_postgres_database
 from tests.e2e.processes import (
     Publisher,
     api_server,
-    fresh_postgres_database,
     mint_token,
     process_env,
     query,

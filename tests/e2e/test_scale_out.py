@@ -27,12 +27,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from crohooks.store.database import async_url
+from tests.conftest import fresh_postgres_database
 from tests.e2e.processes import (
     Api,
     Publisher,
     Worker,
     api_server,
-    fresh_postgres_database,
     mint_token,
     process_env,
     query,

@@ -105,14 +105,6 @@ async def _seed(settings: Settings) -> Seeded:
                     id=tenant_id,
                     name=f"Tenant {tenant_id}",
                     code=f"T{tenant_id}",
-                    address=None,
-                    city=None,
-                    state=None,
-                    zip=None,
-                    email=None,
-                    phone=None,
-                    is_active=True,
-                    truck_limit=None,
                     created_on=created,
                 )
             )

@@ -96,14 +96,6 @@ def _tenant(tenant_id: int) -> Tenant:
         id=tenant_id,
         name=f"Tenant {tenant_id}",
         code=f"T{tenant_id}",
-        address=None,
-        city=None,
-        state=None,
-        zip=None,
-        email=None,
-        phone=None,
-        is_active=True,
-        truck_limit=None,
         created_on=datetime(2022, 8, 20, tzinfo=UTC),
     )
 

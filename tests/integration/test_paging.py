@@ -112,14 +112,6 @@ async def test_tenant_pages_of_every_size(
                 id=tenant_id,
                 name=f"T{tenant_id}",
                 code=f"T{tenant_id}",
-                address=None,
-                city=None,
-                state=None,
-                zip=None,
-                email=None,
-                phone=None,
-                is_active=True,
-                truck_limit=None,
                 created_on=datetime(2022, 8, 20, tzinfo=UTC),
             )
         )

@@ -20,15 +20,15 @@ class Tenant:
     id: int
     name: str
     code: str
-    address: str | None
-    city: str | None
-    state: str | None
-    zip: str | None
-    email: str | None
-    phone: str | None
-    is_active: bool
-    truck_limit: int | None
     created_on: datetime
+    address: str | None = None
+    city: str | None = None
+    state: str | None = None
+    zip: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    is_active: bool = True
+    truck_limit: int | None = None
 
 
 class TenantRepository:
