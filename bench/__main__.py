@@ -29,6 +29,8 @@ from bench.common import (
     BenchError,
     Row,
     machine,
+    median,
+    percentile,
     postgres_database,
     postgres_problem,
     receiver,
@@ -224,10 +226,10 @@ class Runner:
                     self.rows.append(
                         Row(
                             f"2. ping overhead, {label}",
-                            f"p50 {ping.median(figures.ping_ms):.2f} / "
-                            f"p99 {ping.percentile(figures.ping_ms, 0.99):.2f} ms",
-                            f"p50 {ping.median(figures.direct_ms):.2f} / "
-                            f"p99 {ping.percentile(figures.direct_ms, 0.99):.2f} ms",
+                            f"p50 {median(figures.ping_ms):.2f} / "
+                            f"p99 {percentile(figures.ping_ms, 0.99):.2f} ms",
+                            f"p50 {median(figures.direct_ms):.2f} / "
+                            f"p99 {percentile(figures.direct_ms, 0.99):.2f} ms",
                             f"+{p50:.2f} ms p50, +{p99:.2f} ms p99",
                             "p50 <= 3 ms",
                             p50 <= 3.0,

@@ -203,12 +203,12 @@ def fuzz(sqlite_template: Path, tmp_path: Path) -> Iterator[Fuzz]:
         asgi.shutdown_lifespans()
 
 
-def never_422(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+def never_422(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:
     assert response.status_code != 422, "FastAPI's 422 leaked through"
     return None
 
 
-def nothing_foreign(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+def nothing_foreign(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:
     for leaked in (FOREIGN_SECRET, FOREIGN_URL):
         assert leaked not in response.text, "another tenant's hook leaked"
     return None
@@ -246,7 +246,7 @@ def test_operation_conforms_to_its_schema(fuzz: Fuzz, operation_id: str) -> None
         delivery_id=st.sampled_from([*seeded.delivery_ids, None]),
     )
     def run(
-        case: Case,
+        case: Case[Any],
         token: str | None,
         tenant: str | None,
         hook_id: int | None,
