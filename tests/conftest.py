@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from crohooks.app import create_app
 from crohooks.auth.local import mint_local_token
+from crohooks.logs import configure_logging
 from crohooks.services import Services
 from crohooks.settings import Settings
 from crohooks.store.migrate import migrate
@@ -27,6 +28,12 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "CROHOOKS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 TEST_JWT_SECRET = "test-secret-of-at-least-thirty-two-bytes"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logging() -> None:
+    """Log as the product does (structlog's defaults would render rich tracebacks)."""
+    configure_logging(Settings(database_url="sqlite://", log_format="console"))
 
 
 def _admin_conninfo() -> str:

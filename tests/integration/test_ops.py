@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
@@ -76,3 +77,24 @@ async def test_metrics_count_requests_and_pings(client: httpx.AsyncClient, auth:
     assert grew("crohooks_pings_total", result="2xx") == 1
     assert metric(after, "crohooks_queue_depth", state="succeeded") == 1
     assert "Bearer" not in after
+
+
+async def test_an_unexpected_failure_is_a_cro_500_without_internals(
+    tmp_path: Path, auth: Auth
+) -> None:
+    """A database without its schema makes every query fail in a way no handler expects."""
+    services = Services.build(make_settings(f"sqlite:///{tmp_path / 'unmigrated.db'}"))
+    request_id = "0ebe3eb6-2e6a-4a21-b8a2-4db9bf9a67d4"
+    try:
+        async with api_client(services) as client:
+            response = await client.get("/hooks/1", headers=auth(**{"x-request-id": request_id}))
+    finally:
+        await services.aclose()
+    assert response.status_code == 500
+    body = response.json()
+    assert set(body) == {"detail", "explanation", "field"}
+    assert "hooks" not in response.text
+    assert "Traceback" not in response.text
+    assert response.headers["x-request-id"] == request_id
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-length"] == str(len(response.content))
