@@ -19,6 +19,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 from crohooks.auth.principal import Role
 from crohooks.clock import utc_now
 from crohooks.errors import ConfigurationError, DuplicateKey
@@ -141,7 +143,7 @@ def banner(settings: Settings, token: str, notes: Sequence[str], *, base_url: st
     roles = ", ".join(role.value for role in DEMO_ROLES)
     days = DEMO_TOKEN_TTL_SECONDS // 86400
     lines = [
-        f"crohooks demo on {base_url} (database {settings.database_url})",
+        f"crohooks demo on {base_url} (database {make_url(settings.database_url)!r})",
         *notes,
         "",
         f'Tenant {DEMO_TENANT_ID} "{DEMO_TENANT_NAME}" is ready. '
