@@ -35,6 +35,7 @@ from crohooks.store.deliveries import NewEvent
 from crohooks.store.tenants import Tenant
 from tests.conftest import TEST_JWT_SECRET, api_client, make_settings
 from tests.support.delivery import deliver_until_idle
+from tests.support.http import serving
 from tests.support.receiver import unused_port
 
 TENANT = 34
@@ -396,15 +397,8 @@ async def jwks_url(rsa_key: rsa.RSAPrivateKey) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/jwks.json", serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}/jwks.json"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base_url:
+        yield base_url + "/jwks.json"
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from crohooks.auth.principal import Principal, Role
 from crohooks.auth.verifier import authenticate, build_verifier
 from crohooks.errors import ConfigurationError, Unauthenticated
 from crohooks.settings import Settings
+from tests.support.http import serving
 
 CLIENT_ID = "crohooks"
 CLIENT_SECRET = "intro:spection/secret+&%"
@@ -56,16 +57,9 @@ async def idp() -> AsyncIterator[IdP]:
 
     app = web.Application()
     app.router.add_post("/oauth2/introspect", introspect)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    state.url = f"http://{host}:{port}/oauth2/introspect"
-    try:
+    async with serving(app) as base_url:
+        state.url = base_url + "/oauth2/introspect"
         yield state
-    finally:
-        await runner.cleanup()
 
 
 def settings_for(url: str, **overrides: Any) -> Settings:

@@ -22,6 +22,7 @@ from crohooks.auth.principal import Role
 from crohooks.auth.verifier import authenticate, build_verifier
 from crohooks.errors import ConfigurationError, Unauthenticated
 from crohooks.settings import Settings
+from tests.support.http import serving
 
 ISSUER = "https://idp.example.test/"
 AUDIENCE = "crohooks-api"
@@ -79,16 +80,9 @@ async def server(keys: Keys) -> AsyncIterator[JwksServer]:
 
     app = web.Application()
     app.router.add_get("/.well-known/jwks.json", jwks)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    state.url = f"http://{host}:{port}/.well-known/jwks.json"
-    try:
+    async with serving(app) as base_url:
+        state.url = base_url + "/.well-known/jwks.json"
         yield state
-    finally:
-        await runner.cleanup()
 
 
 def settings_for(url: str, **overrides: Any) -> Settings:
