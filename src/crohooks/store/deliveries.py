@@ -137,7 +137,7 @@ class AttemptRecord:
     http_status: int
     message: str
     request_headers: dict[str, str]
-    response_headers: list[tuple[str, str]] | None = None
+    response_headers: Sequence[Sequence[str]] | None = None
     response_body: str | None = None
 
 
@@ -169,16 +169,11 @@ class Delivery:
     last_message: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt(AttemptRecord):
+    """An attempt as read back from the log: the record, and its place in the delivery."""
+
     number: int
-    started_at: datetime
-    duration_ms: float
-    http_status: int
-    message: str
-    request_headers: dict[str, str]
-    response_headers: list[list[str]] | None
-    response_body: str | None
 
 
 @dataclass(slots=True)
