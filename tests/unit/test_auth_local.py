@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -239,3 +241,23 @@ async def test_configured_claim_names(settings: Settings) -> None:
     assert "https://crohooks/roles" in payload_of(token)
     assert principal.roles == frozenset({Role.DISPATCHER})
     assert principal.tenants == frozenset({5})
+
+
+async def test_a_remembered_token_still_expires(
+    settings: Settings, verifier: LocalVerifier
+) -> None:
+    """Verified tokens are remembered, but never past their own ``exp``."""
+    token = hs256({"sub": "carol", "iss": settings.local_issuer, "exp": int(time.time()) + 2})
+    assert (await verifier.verify(token)).subject == "carol"
+    assert (await verifier.verify(token)).subject == "carol"
+    await asyncio.sleep(max(0.0, payload_of(token)["exp"] - time.time()) + 0.05)
+    assert await refusal(verifier, token) == "token has expired"
+
+
+async def test_remembering_one_token_does_not_admit_another(
+    settings: Settings, verifier: LocalVerifier
+) -> None:
+    good = hs256({"sub": "dave", "iss": settings.local_issuer, "exp": in_an_hour()})
+    await verifier.verify(good)
+    forged = good[: good.rindex(".") + 1] + "A" * len(good.split(".")[2])
+    assert await refusal(verifier, forged) == "token signature is invalid"

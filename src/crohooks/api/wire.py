@@ -50,28 +50,29 @@ def parse_request_id(value: str | None) -> str | None:
 
 
 class MethodTable:
-    """Which methods each path answers, read off the routes (for ``Allow`` and 405s)."""
+    """Which methods each path answers, read off the routes (for ``Allow`` and 405s).
+
+    Routes sharing a path template are merged, so one pass over the templates answers
+    both questions for a request path.
+    """
 
     def __init__(self, routes: Iterable[BaseRoute]) -> None:
-        self._entries: list[tuple[re.Pattern[str], str, frozenset[str]]] = []
+        merged: dict[str, tuple[re.Pattern[str], set[str]]] = {}
         for route in routes:
             if isinstance(route, Route) and route.methods and route.include_in_schema:
-                self._entries.append((route.path_regex, route.path, frozenset(route.methods)))
+                merged.setdefault(route.path, (route.path_regex, set()))[1].update(route.methods)
+        self._entries = [
+            (pattern, template, ",".join(m for m in _METHOD_ORDER if m in methods) or None)
+            for template, (pattern, methods) in merged.items()
+        ]
 
-    def template_for(self, path: str) -> str | None:
-        """The route's path template (``/hooks/{hook_id}``): a metrics label of bounded size."""
-        return next(
-            (template for pattern, template, _ in self._entries if pattern.match(path)), None
-        )
-
-    def methods_for(self, path: str) -> str | None:
-        methods: set[str] = set()
-        for pattern, _, route_methods in self._entries:
+    def lookup(self, path: str) -> tuple[str | None, str | None]:
+        """The route's path template (``/hooks/{hook_id}``, a metrics label of bounded size)
+        and its ``Allow`` value; ``(None, None)`` for a path no route serves."""
+        for pattern, template, allow in self._entries:
             if pattern.match(path):
-                methods |= route_methods
-        if not methods:
-            return None
-        return ",".join(m for m in _METHOD_ORDER if m in methods)
+                return template, allow
+        return None, None
 
 
 class WireMiddleware:
@@ -99,9 +100,8 @@ class WireMiddleware:
         requested_version = headers.get("x-api-version")
         if requested_version is not None and requested_version.strip() in API_VERSIONS:
             state.setdefault("api_version", requested_version.strip())
-        allow = self._allow(path)
-
-        state["route"] = self._route(path)
+        template, allow = self.method_table.lookup(path) if self.method_table else (None, None)
+        state["route"] = template or (path if path in _OPS_PATHS else "unmatched")
 
         if scope["method"] == "OPTIONS":
             response = CroJSONResponse({})
@@ -127,14 +127,6 @@ class WireMiddleware:
             response = error_response(InternalError())
             self._decorate(response.headers, state, allow)
             await response(scope, receive, send)
-
-    def _allow(self, path: str) -> str | None:
-        return self.method_table.methods_for(path) if self.method_table else None
-
-    def _route(self, path: str) -> str:
-        return (self.method_table.template_for(path) if self.method_table else None) or (
-            path if path in _OPS_PATHS else "unmatched"
-        )
 
     @staticmethod
     def _decorate(headers: MutableHeaders, state: dict[str, Any], allow: str | None) -> None:

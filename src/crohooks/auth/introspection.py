@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import math
@@ -14,6 +13,7 @@ from urllib.parse import quote_plus, urlsplit
 import aiohttp
 
 from crohooks.auth._claims import principal_from_claims
+from crohooks.auth.cache import VerifiedTokens
 from crohooks.auth.header import AUTHORIZATION_FIELD
 from crohooks.auth.principal import Principal
 from crohooks.errors import ConfigurationError, Unauthenticated
@@ -22,7 +22,6 @@ from crohooks.settings import Settings
 logger = logging.getLogger(__name__)
 
 INTROSPECTION_TIMEOUT_SECONDS = 5.0
-MAX_CACHED_TOKENS = 10_000
 
 
 class IntrospectionVerifier:
@@ -60,20 +59,16 @@ class IntrospectionVerifier:
         if client_id is not None and secret is not None:
             self._headers["Authorization"] = _basic_auth(client_id, secret.get_secret_value())
         self._session: aiohttp.ClientSession | None = None
-        self._cache: dict[bytes, tuple[Principal, float]] = {}
+        self._cache = VerifiedTokens()
 
     async def verify(self, token: str) -> Principal:
-        key = hashlib.sha256(token.encode()).digest()
-        cached = self._cache.get(key)
+        cached = self._cache.get(token)
         if cached is not None:
-            if cached[1] > time.monotonic():
-                return cached[0]
-            del self._cache[key]
+            return cached
         answer = await self._introspect(token)
         principal, expires_at = self._principal(answer)
         ttl = min(self._settings.introspection_cache_seconds, expires_at - time.time())
-        if ttl > 0:
-            self._remember(key, principal, time.monotonic() + ttl)
+        self._cache.remember(token, principal, ttl)
         return principal
 
     async def aclose(self) -> None:
@@ -135,15 +130,6 @@ class IntrospectionVerifier:
                 if name not in claims and name in ext:
                     claims[name] = ext[name]
         return principal_from_claims(claims, settings), float(exp)
-
-    def _remember(self, key: bytes, principal: Principal, until: float) -> None:
-        if len(self._cache) >= MAX_CACHED_TOKENS:
-            now = time.monotonic()
-            for stale in [k for k, (_, deadline) in self._cache.items() if deadline <= now]:
-                del self._cache[stale]
-            if len(self._cache) >= MAX_CACHED_TOKENS:
-                del self._cache[next(iter(self._cache))]
-        self._cache[key] = (principal, until)
 
 
 def _basic_auth(client_id: str, secret: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -9,6 +10,7 @@ import jwt
 
 from crohooks.auth import _jwt
 from crohooks.auth._claims import MAX_TENANT_ID, principal_from_claims
+from crohooks.auth.cache import VerifiedTokens
 from crohooks.auth.principal import Principal, Role
 from crohooks.errors import ConfigurationError
 from crohooks.settings import Settings
@@ -104,12 +106,20 @@ class LocalVerifier:
         self.max_header_length = LOCAL_HEADER_LIMIT
         self._settings = settings
         self._key = local_key(settings)
+        self._verified = VerifiedTokens()
 
     async def verify(self, token: str) -> Principal:
+        """Checked in full once; then remembered until its ``exp`` (the key never changes
+        while the process runs, and local tokens have no revocation)."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            return cached
         claims = _jwt.decode(
             token, self._key, algorithms=LOCAL_ALGORITHMS, issuer=self._settings.local_issuer
         )
-        return principal_from_claims(claims, self._settings)
+        principal = principal_from_claims(claims, self._settings)
+        self._verified.remember(token, principal, float(claims["exp"]) - time.time())
+        return principal
 
     async def aclose(self) -> None:
-        return None
+        self._verified.clear()

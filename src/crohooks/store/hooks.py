@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, case, func, literal, select, update
+from sqlalchemy import Row, and_, bindparam, case, func, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -60,6 +60,12 @@ def _hook(row: Row[Any]) -> Hook:
     )
 
 
+_ONE_HOOK = select(hooks).where(
+    and_(hooks.c.tenant_id == bindparam("tenant_id"), hooks.c.id == bindparam("hook_id"))
+)
+"""Built once: constructing a statement per call costs more than running it on SQLite."""
+
+
 def _is_unique_violation(error: IntegrityError) -> bool:
     text = str(error.orig).lower()
     return "unique" in text or "duplicate key" in text
@@ -93,14 +99,12 @@ class HookRepository:
             raise
 
     async def get(self, tenant_id: int, hook_id: int) -> Hook | None:
-        async with self._db.read() as conn:
-            return await self.get_in(conn, tenant_id, hook_id)
+        rows = await self._db.fetch(_ONE_HOOK, {"tenant_id": tenant_id, "hook_id": hook_id})
+        return _hook(rows[0]) if rows else None
 
     @staticmethod
     async def get_in(conn: AsyncConnection, tenant_id: int, hook_id: int) -> Hook | None:
-        result = await conn.execute(
-            select(hooks).where(and_(hooks.c.tenant_id == tenant_id, hooks.c.id == hook_id))
-        )
+        result = await conn.execute(_ONE_HOOK, {"tenant_id": tenant_id, "hook_id": hook_id})
         row = result.first()
         return _hook(row) if row is not None else None
 
