@@ -6,12 +6,16 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, literal, select
+from sqlalchemy.engine import make_url
 
 from crohooks.clock import utc_now
+from crohooks.store import database
 from crohooks.store.database import Database
 from crohooks.store.schema import api_version_pins
+from tests.conftest import fresh_postgres_database
 
 
 @pytest.fixture
@@ -80,3 +84,34 @@ async def test_a_lone_read_sees_every_committed_write(sqlite_url: str) -> None:
     other.close()
     assert [row.client for row in await db.fetch(query)] == ["b"]
     await db.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_pooled_connection_killed_while_idle_is_replaced_before_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No ping per check-out, but a connection that sat idle is checked before it is used."""
+    monkeypatch.setattr(database, "IDLE_PING_SECONDS", 0.2)
+    with fresh_postgres_database("crohooks_idle") as url:
+        await _survives_a_killed_connection(url)
+
+
+async def _survives_a_killed_connection(postgres_database: str) -> None:
+    db = Database(postgres_database)
+    query = select(literal(1).label("one"))
+    try:
+        assert [row.one for row in await db.fetch(query)] == [1]
+        conninfo = make_url(postgres_database).set(drivername="postgresql")
+        with psycopg.connect(
+            conninfo.render_as_string(hide_password=False), autocommit=True
+        ) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert killed is not None
+        assert killed[0] >= 1
+        await asyncio.sleep(0.3)
+        assert [row.one for row in await db.fetch(query)] == [1]
+    finally:
+        await db.dispose()

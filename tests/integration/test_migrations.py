@@ -104,3 +104,17 @@ def test_empty_database_upgrades_downgrades_and_upgrades_again(empty_database_ur
     migrate(url)
     assert schema_differences(url) == []
     assert current_revision(url) == head_revision(url)
+
+
+@pytest.mark.postgres
+def test_rate_limit_counters_are_unlogged_on_postgresql(postgres_database: str) -> None:
+    """A counter bump per API request must not wait for a WAL flush (migration 0003)."""
+    engine = _engine(postgres_database)
+    try:
+        with engine.connect() as conn:
+            persistence = conn.exec_driver_sql(
+                "SELECT relpersistence FROM pg_class WHERE relname = 'rate_limits'"
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert persistence == "u"

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import Executable, Row, create_engine, event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
     AsyncTransaction,
     create_async_engine,
 )
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from crohooks.store.inline_sqlite import inline_creator, is_busy, is_memory, sync_creator
 
@@ -73,10 +74,12 @@ class Database:
                 # too small closes and reopens one per request (with its pragmas).
                 kwargs.update(pool_size=SQLITE_POOL_SIZE, max_overflow=-1)
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        else:
+            _ping_idle_connections(self.engine)
         self._writer = self.engine.execution_options(crohooks_write=True)
         # One statement needs no transaction around it: in autocommit it is its own, with
         # its own snapshot. On PostgreSQL that saves the BEGIN and COMMIT round trips; on
@@ -125,6 +128,20 @@ class Database:
             if self._reader_conn is None or self._reader_conn.closed:
                 self._reader_conn = self._reader.connect()
             return self._reader_conn.execute(statement, parameters).all()
+        async with self._lone.begin() as conn:
+            return (await conn.execute(statement, parameters)).all()
+
+    async def write_alone(
+        self, statement: Executable, parameters: Mapping[str, Any] | None = None
+    ) -> Sequence[Row[Any]]:
+        """Run one writing statement as its own transaction; return its rows (RETURNING).
+
+        On PostgreSQL in autocommit: one round trip instead of three. On SQLite an ordinary
+        ``write()`` transaction, so it queues with the process's other writers.
+        """
+        if self._write_queue is not None:
+            async with self.write() as conn:
+                return (await conn.execute(statement, parameters)).all()
         async with self._lone.begin() as conn:
             return (await conn.execute(statement, parameters)).all()
 
@@ -180,3 +197,33 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         elif not options.get("crohooks_lone"):
             conn.exec_driver_sql("BEGIN")
+
+
+IDLE_PING_SECONDS = 5.0
+"""A pooled PostgreSQL connection idle this long is pinged before use."""
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    """``pool_pre_ping`` without its round trip on every check-out.
+
+    A connection that came back to the pool moments ago is alive (a dead one is invalidated
+    when its statement fails, and SQLAlchemy then recycles the whole pool); one that sat
+    idle long enough for the server to have restarted or a firewall to have dropped it is
+    pinged first and replaced if the ping fails, as ``pool_pre_ping`` would.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+        except Exception as error:
+            raise DisconnectionError("an idle pooled connection failed its ping") from error

@@ -19,8 +19,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    event,
     text,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.types import TypeDecorator
 
 metadata = MetaData()
@@ -190,3 +192,11 @@ rate_limits = Table(
     Column("window_start", UTCDateTime, primary_key=True),
     Column("hits", Integer, nullable=False),
 )
+"""Counters of the one-minute rate-limit windows. UNLOGGED on PostgreSQL (migration 0003):
+no WAL and no flush per API request; a server crash empties it, i.e. starts a new window."""
+
+
+@event.listens_for(rate_limits, "after_create")
+def _rate_limits_unlogged(_target: Table, connection: Connection, **_kw: Any) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("ALTER TABLE rate_limits SET UNLOGGED")
