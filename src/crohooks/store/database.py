@@ -1,30 +1,68 @@
-"""The engine, its per-dialect set-up, and the two kinds of transaction crohooks uses."""
+"""The engine, its per-dialect set-up, and the kinds of transaction crohooks uses."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, Protocol
 
-from sqlalchemy import Executable, Row, create_engine, event
+from sqlalchemy import CursorResult, Executable, Row, create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DisconnectionError, OperationalError
-from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
-    AsyncEngine,
-    AsyncTransaction,
-    create_async_engine,
-)
-from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool, StaticPool
 
-from crohooks.store.inline_sqlite import inline_creator, is_busy, is_memory, sync_creator
-
-SQLITE_POOL_SIZE = 64
+from crohooks.store.sqlite_connect import is_busy, is_memory, sqlite_creator
 
 WRITE_LOCK_WAIT_SECONDS = 10.0
 """How long a SQLite writer waits for another process's write lock before giving up."""
+
+SQLITE_POOL_SIZE = 8
+
+
+class Conn(Protocol):
+    """What the repositories use of a connection: SQLAlchemy's ``AsyncConnection`` on
+    PostgreSQL, ``SQLiteConnection`` on SQLite."""
+
+    async def execute(
+        self, statement: Executable, parameters: Any = None
+    ) -> CursorResult[*tuple[Any, ...]]: ...
+
+    async def exec_driver_sql(
+        self, statement: str, parameters: Any = None
+    ) -> CursorResult[*tuple[Any, ...]]: ...
+
+
+class SQLiteConnection:
+    """A synchronous SQLAlchemy connection to SQLite, used from the event loop's thread.
+
+    aiosqlite (SQLAlchemy's asyncio SQLite driver) hands every call to a thread of its own
+    and back, two thread wake-ups a call at 0.5 to 1 ms each on a busy two-core machine,
+    while the call itself takes microseconds (a one-row read in WAL mode: ~20 µs for the
+    whole transaction); the asyncio adapter adds a greenlet switch per call on top. So on
+    SQLite crohooks runs SQLAlchemy synchronously, right where the coroutine is. What makes
+    that safe: WAL mode, where readers never wait for the writer and commits don't fsync
+    (``synchronous=NORMAL``); the writers of one process queue on an asyncio lock; and a
+    wait for another *process*'s write lock is a retried ``BEGIN IMMEDIATE`` with
+    asynchronous sleeps, never SQLite's busy handler (``busy_timeout`` is kept short).
+    """
+
+    __slots__ = ("sync_connection",)
+
+    def __init__(self, sync_connection: Connection) -> None:
+        self.sync_connection = sync_connection
+
+    async def execute(
+        self, statement: Executable, parameters: Any = None
+    ) -> CursorResult[*tuple[Any, ...]]:
+        return self.sync_connection.execute(statement, parameters)
+
+    async def exec_driver_sql(
+        self, statement: str, parameters: Any = None
+    ) -> CursorResult[*tuple[Any, ...]]:
+        return self.sync_connection.exec_driver_sql(statement, parameters)
 
 
 def async_url(url: str) -> str:
@@ -45,91 +83,133 @@ def sync_url(url: str) -> str:
 
 
 class Database:
-    """One engine per process.
+    """One database per process, and the transactions crohooks runs on it.
 
     ``read()`` opens a plain transaction; ``write()`` one that takes SQLite's write lock at
-    BEGIN (``BEGIN IMMEDIATE``), so two writers never deadlock upgrading a shared lock and
-    ``busy_timeout`` applies. On PostgreSQL both are ordinary READ COMMITTED transactions.
+    BEGIN (``BEGIN IMMEDIATE``), so two writers never deadlock upgrading a shared lock. On
+    PostgreSQL both are ordinary READ COMMITTED transactions. ``fetch()`` and
+    ``write_alone()`` run one statement as its own transaction.
 
-    With SQLite the writers of one process also queue on an asyncio lock before BEGIN:
-    SQLite admits one writer at a time anyway, and its busy handler waits by sleeping
-    (1 ms, 2 ms, 5 ms, ... 100 ms) where a queue hands the lock over at once. SQLite
-    statements run on the event loop's thread (``inline_sqlite``), so a writer waiting for
-    another process's lock retries ``BEGIN IMMEDIATE`` with asynchronous sleeps for up to
-    ``WRITE_LOCK_WAIT_SECONDS`` instead of blocking the loop in SQLite's busy handler.
+    With SQLite the writers of one process queue on an asyncio lock before BEGIN: SQLite
+    admits one writer at a time anyway, and its busy handler waits by sleeping (1 ms, 2 ms,
+    5 ms, ... 100 ms) where a queue hands the lock over at once. See ``SQLiteConnection``
+    for why SQLite runs synchronously.
     """
 
     def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        # Every connection is used through read() or write(), whose transaction always ends
-        # in COMMIT or ROLLBACK, so the pool's own rollback on check-in is redundant; it
-        # costs a round trip (on SQLite, a hop to the driver's thread) per transaction.
-        kwargs: dict[str, Any] = {"echo": echo, "pool_reset_on_return": None}
-        if self.is_sqlite:
-            kwargs["async_creator"] = inline_creator(url)
-            if not is_memory(url):
-                # Connections are returned to the pool a loop iteration after their
-                # transaction ends, so under load more are out than one would think; a pool
-                # too small closes and reopens one per request (with its pragmas).
-                kwargs.update(pool_size=SQLITE_POOL_SIZE, max_overflow=-1)
-        else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
-        self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
-        if self.is_sqlite:
-            _configure_sqlite(self.engine)
-        else:
-            _ping_idle_connections(self.engine)
-        self._writer = self.engine.execution_options(crohooks_write=True)
-        # One statement needs no transaction around it: in autocommit it is its own, with
-        # its own snapshot. On PostgreSQL that saves the BEGIN and COMMIT round trips; on
-        # SQLite (already in autocommit underneath) _on_begin simply emits no BEGIN.
-        self._lone = self.engine.execution_options(
-            **({"crohooks_lone": True} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"})
-        )
         self._write_queue = asyncio.Lock() if self.is_sqlite else None
-        # SQLite's lone reads skip SQLAlchemy's asyncio layer altogether (a greenlet switch
-        # per call, a task per check-in): a synchronous engine over the same kind of
-        # connection, used where no await can come between check-out and check-in.
-        # Nothing awaits between check-out and check-in there, so one connection serves
-        # every such read of the process; the driver is in autocommit (no snapshot is held
-        # between statements), SQLAlchemy's BEGIN for pysqlite emits nothing.
-        self._reader: Engine | None = None
-        self._reader_conn: Connection | None = None
-        if self.is_sqlite and not is_memory(url):
-            self._reader = create_engine(
+        self._sqlite: Engine | None = None
+        self._reader: Connection | None = None
+        self._postgres: AsyncEngine | None = None
+        if self.is_sqlite:
+            memory = is_memory(url)
+            # Every connection is used through read() or write(), whose transaction always
+            # ends in COMMIT or ROLLBACK, so the pool's own rollback on check-in is
+            # redundant. Nothing blocks in this pool: it grows when coroutines hold more
+            # connections at once than it keeps.
+            pooling: dict[str, Any] = (
+                {"poolclass": StaticPool}
+                if memory
+                else {"poolclass": QueuePool, "pool_size": SQLITE_POOL_SIZE, "max_overflow": -1}
+            )
+            self._sqlite = create_engine(
                 "sqlite://",
-                creator=sync_creator(url),
-                poolclass=QueuePool,
-                pool_size=1,
-                max_overflow=-1,
+                creator=sqlite_creator(url),
                 pool_reset_on_return=None,
                 echo=echo,
+                **pooling,
             )
+            _configure_sqlite(self._sqlite)
+            self.dialect = "sqlite"
+        else:
+            self._postgres = create_async_engine(
+                async_url(url),
+                echo=echo,
+                pool_reset_on_return=None,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+            )
+            _ping_idle_connections(self._postgres)
+            self.dialect = "postgresql"
 
-    @property
-    def dialect(self) -> str:
-        return self.engine.dialect.name
+    # -- PostgreSQL ---------------------------------------------------------------------
+
+    def _pg(self) -> AsyncEngine:
+        assert self._postgres is not None
+        return self._postgres
+
+    # -- SQLite -------------------------------------------------------------------------
+
+    @contextmanager
+    def _sqlite_transaction(self, **options: Any) -> Iterator[SQLiteConnection]:
+        assert self._sqlite is not None
+        with self._sqlite.connect() as sync_conn:
+            if options:
+                sync_conn = sync_conn.execution_options(**options)
+            with sync_conn.begin():
+                yield SQLiteConnection(sync_conn)
+
+    async def _sqlite_write(self) -> tuple[Connection, Any]:
+        """Check out a connection and take the write lock, waiting without blocking."""
+        assert self._sqlite is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WRITE_LOCK_WAIT_SECONDS
+        delay = 0.001
+        while True:
+            sync_conn = self._sqlite.connect().execution_options(crohooks_write=True)
+            try:
+                return sync_conn, sync_conn.begin()
+            except OperationalError as error:
+                sync_conn.close()
+                if not is_busy(error) or loop.time() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    # -- the transactions ---------------------------------------------------------------
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.begin() as conn:
-            yield conn
+    async def read(self) -> AsyncIterator[Conn]:
+        if self._sqlite is not None:
+            with self._sqlite_transaction() as conn:
+                yield conn
+            return
+        async with self._pg().begin() as pg_conn:
+            yield pg_conn
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Conn]:
+        if self._write_queue is None:
+            async with self._pg().begin() as pg_conn:
+                yield pg_conn
+            return
+        async with self._write_queue:
+            sync_conn, transaction = await self._sqlite_write()
+            try:
+                with transaction:
+                    yield SQLiteConnection(sync_conn)
+            finally:
+                sync_conn.close()
 
     async def fetch(
         self, statement: Executable, parameters: Mapping[str, Any] | None = None
     ) -> Sequence[Row[Any]]:
         """Run one read statement outside an explicit transaction; return its rows.
 
-        A single statement is its own transaction, with its own snapshot: no BEGIN/COMMIT
-        round trips on PostgreSQL, and on SQLite no trip through the asyncio adapter.
+        A single statement is its own transaction, with its own snapshot: on PostgreSQL no
+        BEGIN/COMMIT round trips. On SQLite one connection, kept open, serves every such
+        read of the process (nothing can await between its check-out and check-in); the
+        driver is in autocommit, so no snapshot outlives a statement.
         """
-        if self._reader is not None:
-            if self._reader_conn is None or self._reader_conn.closed:
-                self._reader_conn = self._reader.connect()
-            return self._reader_conn.execute(statement, parameters).all()
-        async with self._lone.begin() as conn:
-            return (await conn.execute(statement, parameters)).all()
+        if self._sqlite is not None:
+            if self._reader is None or self._reader.closed:
+                self._reader = self._sqlite.connect().execution_options(crohooks_lone=True)
+            return self._reader.execute(statement, parameters).all()
+        autocommit = self._pg().execution_options(isolation_level="AUTOCOMMIT")
+        async with autocommit.connect() as pg_conn:
+            return (await pg_conn.execute(statement, parameters)).all()
 
     async def write_alone(
         self, statement: Executable, parameters: Mapping[str, Any] | None = None
@@ -139,58 +219,27 @@ class Database:
         On PostgreSQL in autocommit: one round trip instead of three. On SQLite an ordinary
         ``write()`` transaction, so it queues with the process's other writers.
         """
-        if self._write_queue is not None:
+        if self._sqlite is not None:
             async with self.write() as conn:
                 return (await conn.execute(statement, parameters)).all()
-        async with self._lone.begin() as conn:
-            return (await conn.execute(statement, parameters)).all()
-
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        if self._write_queue is None:
-            async with self._writer.begin() as conn:
-                yield conn
-            return
-        async with self._write_queue:
-            conn, transaction = await self._begin_immediate()
-            try:
-                yield conn
-            except BaseException:
-                await transaction.rollback()
-                raise
-            else:
-                await transaction.commit()
-            finally:
-                await conn.close()
-
-    async def _begin_immediate(self) -> tuple[AsyncConnection, AsyncTransaction]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + WRITE_LOCK_WAIT_SECONDS
-        delay = 0.001
-        while True:
-            conn = await self._writer.connect()
-            try:
-                return conn, await conn.begin()
-            except OperationalError as error:
-                await conn.close()
-                if not is_busy(error) or loop.time() + delay > deadline:
-                    raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        autocommit = self._pg().execution_options(isolation_level="AUTOCOMMIT")
+        async with autocommit.connect() as pg_conn:
+            return (await pg_conn.execute(statement, parameters)).all()
 
     async def dispose(self) -> None:
-        if self._reader_conn is not None:
-            self._reader_conn.close()
-            self._reader_conn = None
         if self._reader is not None:
-            self._reader.dispose()
-        await self.engine.dispose()
+            self._reader.close()
+            self._reader = None
+        if self._sqlite is not None:
+            self._sqlite.dispose()
+        if self._postgres is not None:
+            await self._postgres.dispose()
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    # Connections come from inline_creator in autocommit mode with the pragmas applied;
-    # BEGIN is emitted here, so the driver never opens a transaction on its own.
-    @event.listens_for(engine.sync_engine, "begin")
+def _configure_sqlite(engine: Engine) -> None:
+    # Connections come from sqlite_creator in autocommit mode with the pragmas applied;
+    # BEGIN is emitted here (pysqlite's own BEGIN is a no-op), COMMIT by the driver.
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         options = conn.get_execution_options()
         if options.get("crohooks_write"):

@@ -43,11 +43,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crohooks.clock import to_cro
 from crohooks.errors import DuplicateKey
-from crohooks.store.database import Database
+from crohooks.store.database import Conn, Database
 from crohooks.store.hooks import Hook, HookRepository, cancel_pending_deliveries
 from crohooks.store.schema import UTCDateTime, attempts, deliveries, events, hooks
 
@@ -243,7 +242,7 @@ class DeliveryStore:
 
     async def _accept_one(
         self,
-        conn: AsyncConnection,
+        conn: Conn,
         intake: _Intake,
         item: NewEvent,
         window: timedelta,
@@ -317,7 +316,7 @@ class DeliveryStore:
             intake.keys[key] = accepted
         return accepted
 
-    async def _notify(self, conn: AsyncConnection) -> None:
+    async def _notify(self, conn: Conn) -> None:
         if self._db.dialect == "postgresql":
             await conn.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
 
@@ -465,26 +464,25 @@ class DeliveryStore:
     ) -> None:
         """A ping is a delivery of its own, attempted once, never retried."""
         succeeded = 200 <= attempt.http_status < 300
+        row = {
+            "id": delivery_id,
+            "tenant_id": tenant_id,
+            "hook_id": hook_id,
+            "event_id": None,
+            "event": "Ping",
+            "body": body,
+            "status": (DeliveryStatus.SUCCEEDED if succeeded else DeliveryStatus.FAILED).value,
+            "attempts": 1,
+            "next_attempt_at": None,
+            "created_at": attempt.started_at,
+            "updated_at": now,
+            "completed_at": now,
+            "last_http_status": attempt.http_status,
+            "last_message": attempt.message,
+        }
         async with self._db.write() as conn:
-            await conn.execute(
-                deliveries.insert().values(
-                    id=delivery_id,
-                    tenant_id=tenant_id,
-                    hook_id=hook_id,
-                    event_id=None,
-                    event="Ping",
-                    body=body,
-                    status=(DeliveryStatus.SUCCEEDED if succeeded else DeliveryStatus.FAILED).value,
-                    attempts=1,
-                    next_attempt_at=None,
-                    created_at=attempt.started_at,
-                    updated_at=now,
-                    completed_at=now,
-                    last_http_status=attempt.http_status,
-                    last_message=attempt.message,
-                )
-            )
-            await conn.execute(attempts.insert().values(**_attempt_row(delivery_id, 1, attempt)))
+            await conn.execute(_INSERT_DELIVERY, row)
+            await conn.execute(_INSERT_ATTEMPT, _attempt_row(delivery_id, 1, attempt))
             await HookRepository.record_outcome(
                 conn, tenant_id, hook_id, succeeded=succeeded, at=attempt.started_at
             )
@@ -756,6 +754,8 @@ def _due(*, first_attempts: bool, dialect: str) -> Select[Any]:
     )
 
 
+_INSERT_DELIVERY = deliveries.insert()
+_INSERT_ATTEMPT = attempts.insert()
 _DUE_FIRST_ATTEMPTS = {d: _due(first_attempts=True, dialect=d) for d in ("postgresql", "sqlite")}
 _DUE_RETRIES = {d: _due(first_attempts=False, dialect=d) for d in ("postgresql", "sqlite")}
 

@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, case, func, literal, select, update
+from sqlalchemy import Row, and_, bindparam, case, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crohooks.errors import DuplicateKey
-from crohooks.store.database import Database
+from crohooks.store.database import Conn, Database
 from crohooks.store.schema import UTCDateTime, deliveries, hooks
 
 
@@ -103,7 +102,7 @@ class HookRepository:
         return _hook(rows[0]) if rows else None
 
     @staticmethod
-    async def get_in(conn: AsyncConnection, tenant_id: int, hook_id: int) -> Hook | None:
+    async def get_in(conn: Conn, tenant_id: int, hook_id: int) -> Hook | None:
         result = await conn.execute(_ONE_HOOK, {"tenant_id": tenant_id, "hook_id": hook_id})
         row = result.first()
         return _hook(row) if row is not None else None
@@ -124,7 +123,7 @@ class HookRepository:
             return [_hook(row) for row in rows], total
 
     @staticmethod
-    async def active_subscribed(conn: AsyncConnection, tenant_id: int, event: str) -> list[Hook]:
+    async def active_subscribed(conn: Conn, tenant_id: int, event: str) -> list[Hook]:
         rows = await conn.execute(
             select(hooks)
             .where(and_(hooks.c.tenant_id == tenant_id, hooks.c.deleted_at.is_(None)))
@@ -186,7 +185,7 @@ class HookRepository:
 
     @staticmethod
     async def soft_delete_in(
-        conn: AsyncConnection, tenant_id: int, hook_id: int, *, now: datetime, reason: str
+        conn: Conn, tenant_id: int, hook_id: int, *, now: datetime, reason: str
     ) -> Hook | None:
         result = await conn.execute(
             update(hooks)
@@ -208,39 +207,46 @@ class HookRepository:
 
     @staticmethod
     async def record_outcome(
-        conn: AsyncConnection, tenant_id: int, hook_id: int, *, succeeded: bool, at: datetime
+        conn: Conn, tenant_id: int, hook_id: int, *, succeeded: bool, at: datetime
     ) -> None:
         """Move ``last_http_success``/``last_http_fail`` forward (never back) after an attempt.
 
         ``failing_since`` marks the first failure after the latest success: auto-deactivation
         measures from it.
         """
-        moment = literal(at, UTCDateTime)
-        values: dict[str, Any]
-        if succeeded:
-            values = {
-                "last_http_success": case(
-                    (hooks.c.last_http_success > moment, hooks.c.last_http_success), else_=moment
-                ),
-                "failing_since": None,
-            }
-        else:
-            values = {
-                "last_http_fail": case(
-                    (hooks.c.last_http_fail > moment, hooks.c.last_http_fail), else_=moment
-                ),
-                "failing_since": func.coalesce(hooks.c.failing_since, moment),
-            }
-        await conn.execute(
-            update(hooks)
-            .where(and_(hooks.c.tenant_id == tenant_id, hooks.c.id == hook_id))
-            .values(**values)
-        )
+        statement = _RECORD_SUCCESS if succeeded else _RECORD_FAILURE
+        await conn.execute(statement, {"b_tenant": tenant_id, "b_hook": hook_id, "b_at": at})
 
 
-async def cancel_pending_deliveries(
-    conn: AsyncConnection, hook_ids: list[int], *, now: datetime
-) -> None:
+def _record_outcome_statement(*, succeeded: bool) -> Any:
+    moment = bindparam("b_at", type_=UTCDateTime)
+    values: dict[str, Any]
+    if succeeded:
+        values = {
+            "last_http_success": case(
+                (hooks.c.last_http_success > moment, hooks.c.last_http_success), else_=moment
+            ),
+            "failing_since": None,
+        }
+    else:
+        values = {
+            "last_http_fail": case(
+                (hooks.c.last_http_fail > moment, hooks.c.last_http_fail), else_=moment
+            ),
+            "failing_since": func.coalesce(hooks.c.failing_since, moment),
+        }
+    return (
+        update(hooks)
+        .where(and_(hooks.c.tenant_id == bindparam("b_tenant"), hooks.c.id == bindparam("b_hook")))
+        .values(**values)
+    )
+
+
+_RECORD_SUCCESS = _record_outcome_statement(succeeded=True)
+_RECORD_FAILURE = _record_outcome_statement(succeeded=False)
+
+
+async def cancel_pending_deliveries(conn: Conn, hook_ids: list[int], *, now: datetime) -> None:
     """A deleted hook receives nothing more: its queued deliveries end as cancelled."""
     await conn.execute(
         update(deliveries)
