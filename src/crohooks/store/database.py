@@ -67,8 +67,6 @@ class SQLiteConnection:
 
 def async_url(url: str) -> str:
     """Map the operator's URL onto the async driver crohooks uses for it."""
-    if url.startswith("sqlite:"):
-        return "sqlite+aiosqlite:" + url.removeprefix("sqlite:")
     for prefix in ("postgresql+psycopg:", "postgresql:", "postgres:"):
         if url.startswith(prefix):
             return "postgresql+psycopg:" + url.removeprefix(prefix)
@@ -221,10 +219,12 @@ class Database:
         """
         if self._sqlite is not None:
             async with self.write() as conn:
-                return (await conn.execute(statement, parameters)).all()
+                result = await conn.execute(statement, parameters)
+                return result.all() if result.returns_rows else []
         autocommit = self._pg().execution_options(isolation_level="AUTOCOMMIT")
         async with autocommit.connect() as pg_conn:
-            return (await pg_conn.execute(statement, parameters)).all()
+            pg_result = await pg_conn.execute(statement, parameters)
+            return pg_result.all() if pg_result.returns_rows else []
 
     async def dispose(self) -> None:
         if self._reader is not None:

@@ -218,7 +218,9 @@ class HookRepository:
         await conn.execute(statement, {"b_tenant": tenant_id, "b_hook": hook_id, "b_at": at})
 
 
-def _record_outcome_statement(*, succeeded: bool) -> Any:
+def record_outcome_statement(*, succeeded: bool) -> Any:
+    """``UPDATE hooks`` moving ``last_http_*`` forward; binds ``b_tenant``, ``b_hook``,
+    ``b_at``."""
     moment = bindparam("b_at", type_=UTCDateTime)
     values: dict[str, Any]
     if succeeded:
@@ -242,8 +244,8 @@ def _record_outcome_statement(*, succeeded: bool) -> Any:
     )
 
 
-_RECORD_SUCCESS = _record_outcome_statement(succeeded=True)
-_RECORD_FAILURE = _record_outcome_statement(succeeded=False)
+_RECORD_SUCCESS = record_outcome_statement(succeeded=True)
+_RECORD_FAILURE = record_outcome_statement(succeeded=False)
 
 
 async def cancel_pending_deliveries(conn: Conn, hook_ids: list[int], *, now: datetime) -> None:
