@@ -113,7 +113,7 @@ class Runner:
         count = sizes.events * sizes.hooks
         workdir = self.subdir("delivery")
         async with receiver(workdir) as target:
-            raw: list[float] = []
+            raw: list[delivery.BaselineFigures] = []
 
             async def base() -> None:
                 raw.append(
@@ -121,12 +121,16 @@ class Runner:
                         target, workdir, count=count, concurrency=sizes.concurrency
                     )
                 )
-                print(f"  baseline: {raw[-1]:,.0f} deliveries/s", flush=True)
+                print(f"  baseline: {raw[-1].per_second:,.0f} deliveries/s", flush=True)
 
             await self.step("baseline: raw aiohttp client", base)
             if not raw:
                 return
-            limit = raw[0]
+            limit = raw[0].per_second
+            self.notes.append(
+                f"baseline: machine CPU {raw[0].cpu_ms_per_delivery:.2f} ms a delivery "
+                "(client and receiver; the client's start-up included)"
+            )
             configurations: list[tuple[str, str, int]] = [("SQLite, 1 process", "sqlite", 0)]
             configurations += [
                 ("PostgreSQL, 1 worker", "postgresql", 1),
@@ -162,7 +166,8 @@ class Runner:
                         f"({sizes.events:,} events x {sizes.hooks} hooks) in "
                         f"{figures.seconds:.1f} s, of which intake {figures.intake_seconds:.1f} s; "
                         f"{figures.received:,} requests received "
-                        f"({figures.received - figures.unique} duplicates)"
+                        f"({figures.received - figures.unique} duplicates); machine CPU "
+                        f"{figures.cpu_ms_per_delivery:.2f} ms a delivery"
                     )
                     print(f"  {figures.per_second:,.0f} deliveries/s, ratio {ratio:.2f}")
 

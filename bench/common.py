@@ -68,6 +68,18 @@ def event_data(number: int) -> dict[str, Any]:
     }
 
 
+# -- the machine ----------------------------------------------------------------------
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time the whole machine has spent busy since boot (all processes, all cores):
+    user, nice, system, irq, softirq and steal from ``/proc/stat``."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()
+    busy = sum(int(fields[index]) for index in (1, 2, 3, 6, 7, 8))
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 # -- processes ------------------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from bench.common import (
     api_process,
     bench_env,
     event_data,
+    machine_cpu_seconds,
     process_env,
     run_cli,
     settings_for,
@@ -48,17 +49,33 @@ class Throughput:
     intake_seconds: float
     received: int
     unique: int
+    cpu_seconds: float
+    """Busy CPU time of the whole machine while it ran (crohooks, PostgreSQL, receiver)."""
     rss_start_mib: float | None = None
     rss_end_mib: float | None = None
+
+    @property
+    def cpu_ms_per_delivery(self) -> float:
+        return self.cpu_seconds * 1000.0 / self.deliveries
 
     @property
     def per_second(self) -> float:
         return self.deliveries / self.seconds
 
 
-async def baseline(receiver: Receiver, workdir: Path, *, count: int, concurrency: int) -> float:
+@dataclass(frozen=True)
+class BaselineFigures:
+    per_second: float
+    cpu_ms_per_delivery: float
+    """Machine CPU per delivery, the client's interpreter start-up included."""
+
+
+async def baseline(
+    receiver: Receiver, workdir: Path, *, count: int, concurrency: int
+) -> BaselineFigures:
     """Deliveries per second of the raw aiohttp client (``bench.baseline``)."""
     await receiver.reset()
+    cpu_before = machine_cpu_seconds()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -72,13 +89,14 @@ async def baseline(receiver: Receiver, workdir: Path, *, count: int, concurrency
         stderr=asyncio.subprocess.PIPE,
     )
     stdout, stderr = await process.communicate()
+    cpu_seconds = machine_cpu_seconds() - cpu_before
     if process.returncode != 0:
         raise BenchError(f"the baseline client failed: {stderr.decode()[-2000:]}")
     received, _ = await receiver.count()
     if received != count:
         raise BenchError(f"the baseline sent {count} requests but {received} arrived")
     seconds = float(stdout.split()[0])
-    return count / seconds
+    return BaselineFigures(count / seconds, cpu_seconds * 1000.0 / count)
 
 
 def _token(database_url: str) -> str:
@@ -178,10 +196,12 @@ async def crohooks(
         rss_start = worker_processes[0].rss_mib() if measure_rss and worker_processes else None
         expected = events * hooks
         started_at = time.perf_counter()
+        cpu_before = machine_cpu_seconds()
         await _publish(http, base_url, headers, events)
         intake = time.perf_counter() - started_at
         received, unique = await _wait_delivered(receiver, database_url, expected)
         seconds = time.perf_counter() - started_at
+        cpu_seconds = machine_cpu_seconds() - cpu_before
         rss_end = worker_processes[0].rss_mib() if measure_rss and worker_processes else None
     return Throughput(
         deliveries=expected,
@@ -189,6 +209,7 @@ async def crohooks(
         intake_seconds=intake,
         received=received,
         unique=unique,
+        cpu_seconds=cpu_seconds,
         rss_start_mib=rss_start,
         rss_end_mib=rss_end,
     )

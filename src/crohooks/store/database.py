@@ -130,6 +130,9 @@ class Database:
                 max_overflow=pool_size,
             )
             _ping_idle_connections(self._postgres)
+            # Derived once: deriving an engine registers event listeners, which costs more
+            # than the statement it would run.
+            self._autocommit = self._postgres.execution_options(isolation_level="AUTOCOMMIT")
             self.dialect = "postgresql"
 
     # -- PostgreSQL ---------------------------------------------------------------------
@@ -205,8 +208,7 @@ class Database:
             if self._reader is None or self._reader.closed:
                 self._reader = self._sqlite.connect().execution_options(crohooks_lone=True)
             return self._reader.execute(statement, parameters).all()
-        autocommit = self._pg().execution_options(isolation_level="AUTOCOMMIT")
-        async with autocommit.connect() as pg_conn:
+        async with self._autocommit.connect() as pg_conn:
             return (await pg_conn.execute(statement, parameters)).all()
 
     async def write_alone(
@@ -221,8 +223,7 @@ class Database:
             async with self.write() as conn:
                 result = await conn.execute(statement, parameters)
                 return result.all() if result.returns_rows else []
-        autocommit = self._pg().execution_options(isolation_level="AUTOCOMMIT")
-        async with autocommit.connect() as pg_conn:
+        async with self._autocommit.connect() as pg_conn:
             pg_result = await pg_conn.execute(statement, parameters)
             return pg_result.all() if pg_result.returns_rows else []
 
