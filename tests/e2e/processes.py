@@ -27,12 +27,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from crohooks.store.database import async_url
+from crohooks.store.database import sync_url
 from tests.conftest import TEST_JWT_SECRET
 
 CLI = (sys.executable, "-m", "crohooks.cli")
@@ -268,12 +267,12 @@ async def worker(
 
 async def query(database_url: str, sql: str, **params: Any) -> list[Row[Any]]:
     """Read the database directly, as an operator would (one short-lived connection)."""
-    engine = create_async_engine(async_url(database_url), poolclass=NullPool)
+    engine = create_engine(sync_url(database_url), poolclass=NullPool)
     try:
-        async with engine.connect() as conn:
-            return list(await conn.execute(text(sql), params))
+        with engine.connect() as conn:
+            return list(conn.execute(text(sql), params))
     finally:
-        await engine.dispose()
+        engine.dispose()
 
 
 class Publisher:
