@@ -38,14 +38,16 @@ def _window(now: datetime) -> tuple[datetime, int]:
 
 class MemoryRateLimiter:
     def __init__(self) -> None:
-        self._window: datetime | None = None
+        self._window: int | None = None
         self._hits: Counter[str] = Counter()
 
     async def hit(self, key: str, *, limit: int) -> Verdict:
-        start, retry_after = _window(utc_now())
-        if start != self._window:
-            self._window, self._hits = start, Counter()
+        epoch = utc_now().timestamp()
+        window = math.floor(epoch / WINDOW_SECONDS)
+        if window != self._window:
+            self._window, self._hits = window, Counter()
         self._hits[key] += 1
+        retry_after = max(1, math.ceil((window + 1) * WINDOW_SECONDS - epoch))
         return Verdict(self._hits[key] <= limit, retry_after)
 
 
