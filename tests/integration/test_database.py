@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import insert, literal, select
+from sqlalchemy import bindparam, insert, literal, select
 from sqlalchemy.engine import make_url
 
 from crohooks.clock import utc_now
@@ -101,17 +101,59 @@ async def _survives_a_killed_connection(postgres_database: str) -> None:
     query = select(literal(1).label("one"))
     try:
         assert [row.one for row in await db.fetch(query)] == [1]
-        conninfo = make_url(postgres_database).set(drivername="postgresql")
-        with psycopg.connect(
-            conninfo.render_as_string(hide_password=False), autocommit=True
-        ) as admin:
-            killed = admin.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            ).fetchone()
-        assert killed is not None
-        assert killed[0] >= 1
+        _terminate_other_backends(postgres_database)
         await asyncio.sleep(0.3)
         assert [row.one for row in await db.fetch(query)] == [1]
     finally:
         await db.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_connection_killed_under_a_statement_fails_that_statement_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Statements run by psycopg directly still hand broken connections back as broken."""
+    monkeypatch.setattr(database, "IDLE_PING_SECONDS", 1000.0)  # no ping to save us
+    with fresh_postgres_database("crohooks_broken") as url:
+        db = Database(url, pool_size=1)
+        query = select(literal(1).label("one"))
+        try:
+            assert [row.one for row in await db.fetch(query)] == [1]
+            _terminate_other_backends(url)
+            with pytest.raises(psycopg.OperationalError):
+                await db.fetch(query)
+            assert [row.one for row in await db.fetch(query)] == [1]
+        finally:
+            await db.dispose()
+
+
+@pytest.mark.postgres
+async def test_direct_statements_convert_like_sqlalchemy(postgres_database: str) -> None:
+    """Binds and results of the direct PostgreSQL path match SQLAlchemy's (UTC datetimes)."""
+    db = Database(postgres_database)
+    moment = utc_now()
+    try:
+        async with db.write() as conn:
+            await conn.execute(
+                insert(api_version_pins).values(client="c", version="2021/04/07", updated_at=moment)
+            )
+        query = select(api_version_pins).where(api_version_pins.c.updated_at == bindparam("at"))
+        direct = await db.fetch(query, {"at": moment})
+        async with db.read() as conn:
+            through_sqlalchemy = (await conn.execute(query, {"at": moment})).all()
+        assert [tuple(row) for row in direct] == [tuple(row) for row in through_sqlalchemy]
+        assert direct[0].updated_at == moment
+        assert direct[0].updated_at.tzinfo is not None
+    finally:
+        await db.dispose()
+
+
+def _terminate_other_backends(url: str) -> None:
+    conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert killed is not None
+    assert killed[0] >= 1

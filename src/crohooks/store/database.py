@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+import psycopg
 from sqlalchemy import CursorResult, Executable, Row, create_engine, event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Compiled, Connection, Dialect, Engine
+from sqlalchemy.engine.result import result_tuple
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool, StaticPool
@@ -134,6 +137,7 @@ class Database:
             # than the statement it would run.
             self._autocommit = self._postgres.execution_options(isolation_level="AUTOCOMMIT")
             self.dialect = "postgresql"
+        self._prepared: dict[Executable, _Prepared] = {}
 
     # -- PostgreSQL ---------------------------------------------------------------------
 
@@ -208,8 +212,7 @@ class Database:
             if self._reader is None or self._reader.closed:
                 self._reader = self._sqlite.connect().execution_options(crohooks_lone=True)
             return self._reader.execute(statement, parameters).all()
-        async with self._autocommit.connect() as pg_conn:
-            return (await pg_conn.execute(statement, parameters)).all()
+        return await self._postgres_alone(statement, parameters)
 
     async def write_alone(
         self, statement: Executable, parameters: Mapping[str, Any] | None = None
@@ -223,9 +226,35 @@ class Database:
             async with self.write() as conn:
                 result = await conn.execute(statement, parameters)
                 return result.all() if result.returns_rows else []
+        return await self._postgres_alone(statement, parameters)
+
+    async def _postgres_alone(
+        self, statement: Executable, parameters: Mapping[str, Any] | None
+    ) -> Sequence[Row[Any]]:
+        """One statement in autocommit, handed to psycopg directly.
+
+        SQLAlchemy compiles the statement once and still owns the pool, the binding and the
+        result types; what is skipped is its per-execution machinery (execution context,
+        result metadata, a greenlet switch per driver call), which costs about 0.6 ms of CPU
+        per statement here against ~0.26 ms for the round trip itself.
+        """
+        prepared = self._prepared.get(statement)
+        if prepared is None:
+            if len(self._prepared) >= MAX_PREPARED:
+                async with self._autocommit.connect() as pg_conn:
+                    result = await pg_conn.execute(statement, parameters)
+                    return result.all() if result.returns_rows else []
+            prepared = _Prepared.of(statement, self._pg().dialect)
+            self._prepared[statement] = prepared
+        values = prepared.bind(parameters)
         async with self._autocommit.connect() as pg_conn:
-            pg_result = await pg_conn.execute(statement, parameters)
-            return pg_result.all() if pg_result.returns_rows else []
+            raw = await pg_conn.get_raw_connection()
+            driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
+            # A connection broken under the statement is invalidated by the pool when the
+            # autocommit setting is reset on check-in (tests/integration/test_database.py).
+            cursor = await driver.execute(prepared.sql, values)
+            rows = await cursor.fetchall() if prepared.make_row is not None else []
+        return prepared.rows(rows)
 
     async def dispose(self) -> None:
         if self._reader is not None:
@@ -235,6 +264,52 @@ class Database:
             self._sqlite.dispose()
         if self._postgres is not None:
             await self._postgres.dispose()
+
+
+MAX_PREPARED = 256
+"""Statements compiled for the direct PostgreSQL path; any beyond go through SQLAlchemy."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A statement compiled once for psycopg: its SQL, bind and result conversions."""
+
+    sql: str
+    compiled: Compiled
+    binders: tuple[tuple[str, Callable[[Any], Any]], ...]
+    readers: tuple[Callable[[Any], Any] | None, ...]
+    make_row: Callable[[Sequence[Any]], Row[Any]] | None
+
+    @classmethod
+    def of(cls, statement: Executable, dialect: Dialect) -> _Prepared:
+        compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+        binders = tuple(
+            (name, processor)
+            for name, bind in compiled.binds.items()
+            if (processor := bind.type.bind_processor(dialect)) is not None
+        )
+        columns = list(getattr(statement, "exported_columns", ()))
+        readers = tuple(column.type.result_processor(dialect, None) for column in columns)
+        make_row = result_tuple([column.key for column in columns]) if columns else None
+        return cls(compiled.string, compiled, binders, readers, make_row)
+
+    def bind(self, parameters: Mapping[str, Any] | None) -> dict[str, Any]:
+        values = dict(
+            self.compiled.construct_params(dict(parameters) if parameters else None) or {}
+        )
+        for name, processor in self.binders:
+            if name in values:
+                values[name] = processor(values[name])
+        return values
+
+    def rows(self, raw_rows: Sequence[Any]) -> Sequence[Row[Any]]:
+        if self.make_row is None:
+            return []
+        make_row, readers = self.make_row, self.readers
+        return [
+            make_row([v if read is None else read(v) for read, v in zip(readers, raw, strict=True)])
+            for raw in raw_rows
+        ]
 
 
 def _configure_sqlite(engine: Engine) -> None:
