@@ -29,11 +29,11 @@ class RateLimiter(Protocol):
     async def hit(self, key: str, *, limit: int) -> Verdict: ...
 
 
-def _window(now: datetime) -> tuple[datetime, int]:
+def _window(now: datetime) -> tuple[int, int]:
+    """The number of the window ``now`` falls in, and the seconds until the next one."""
     epoch = now.timestamp()
-    start = math.floor(epoch / WINDOW_SECONDS) * WINDOW_SECONDS
-    retry_after = max(1, math.ceil(start + WINDOW_SECONDS - epoch))
-    return datetime.fromtimestamp(start, UTC), retry_after
+    window = math.floor(epoch / WINDOW_SECONDS)
+    return window, max(1, math.ceil((window + 1) * WINDOW_SECONDS - epoch))
 
 
 class MemoryRateLimiter:
@@ -42,12 +42,10 @@ class MemoryRateLimiter:
         self._hits: Counter[str] = Counter()
 
     async def hit(self, key: str, *, limit: int) -> Verdict:
-        epoch = utc_now().timestamp()
-        window = math.floor(epoch / WINDOW_SECONDS)
+        window, retry_after = _window(utc_now())
         if window != self._window:
             self._window, self._hits = window, Counter()
         self._hits[key] += 1
-        retry_after = max(1, math.ceil((window + 1) * WINDOW_SECONDS - epoch))
         return Verdict(self._hits[key] <= limit, retry_after)
 
 
@@ -56,6 +54,7 @@ class DatabaseRateLimiter:
         self._counters = counters
 
     async def hit(self, key: str, *, limit: int) -> Verdict:
-        start, retry_after = _window(utc_now())
+        window, retry_after = _window(utc_now())
+        start = datetime.fromtimestamp(window * WINDOW_SECONDS, UTC)
         count = await self._counters.hit(key, start)
         return Verdict(count <= limit, retry_after)

@@ -23,19 +23,19 @@ WRITE_LOCK_WAIT_SECONDS = 10.0
 """How long a SQLite writer waits for another process's write lock before giving up."""
 
 SQLITE_POOL_SIZE = 8
+"""SQLite connections kept open; more are opened (never waited for) when coroutines hold
+more at once."""
+
+AnyResult = CursorResult[*tuple[Any, ...]]
 
 
 class Conn(Protocol):
     """What the repositories use of a connection: SQLAlchemy's ``AsyncConnection`` on
     PostgreSQL, ``SQLiteConnection`` on SQLite."""
 
-    async def execute(
-        self, statement: Executable, parameters: Any = None
-    ) -> CursorResult[*tuple[Any, ...]]: ...
+    async def execute(self, statement: Executable, parameters: Any = None) -> AnyResult: ...
 
-    async def exec_driver_sql(
-        self, statement: str, parameters: Any = None
-    ) -> CursorResult[*tuple[Any, ...]]: ...
+    async def exec_driver_sql(self, statement: str, parameters: Any = None) -> AnyResult: ...
 
 
 class SQLiteConnection:
@@ -57,14 +57,10 @@ class SQLiteConnection:
     def __init__(self, sync_connection: Connection) -> None:
         self.sync_connection = sync_connection
 
-    async def execute(
-        self, statement: Executable, parameters: Any = None
-    ) -> CursorResult[*tuple[Any, ...]]:
+    async def execute(self, statement: Executable, parameters: Any = None) -> AnyResult:
         return self.sync_connection.execute(statement, parameters)
 
-    async def exec_driver_sql(
-        self, statement: str, parameters: Any = None
-    ) -> CursorResult[*tuple[Any, ...]]:
+    async def exec_driver_sql(self, statement: str, parameters: Any = None) -> AnyResult:
         return self.sync_connection.exec_driver_sql(statement, parameters)
 
 
@@ -100,7 +96,7 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        self._write_queue = asyncio.Lock() if self.is_sqlite else None
+        self._write_queue = asyncio.Lock()  # SQLite's writers of this process
         self._sqlite: Engine | None = None
         self._reader: Connection | None = None
         self._postgres: AsyncEngine | None = None
@@ -148,13 +144,10 @@ class Database:
     # -- SQLite -------------------------------------------------------------------------
 
     @contextmanager
-    def _sqlite_transaction(self, **options: Any) -> Iterator[SQLiteConnection]:
+    def _sqlite_transaction(self) -> Iterator[SQLiteConnection]:
         assert self._sqlite is not None
-        with self._sqlite.connect() as sync_conn:
-            if options:
-                sync_conn = sync_conn.execution_options(**options)
-            with sync_conn.begin():
-                yield SQLiteConnection(sync_conn)
+        with self._sqlite.connect() as sync_conn, sync_conn.begin():
+            yield SQLiteConnection(sync_conn)
 
     async def _sqlite_write(self) -> tuple[Connection, Any]:
         """Check out a connection and take the write lock, waiting without blocking."""
@@ -186,7 +179,7 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Conn]:
-        if self._write_queue is None:
+        if self._sqlite is None:
             async with self._pg().begin() as pg_conn:
                 yield pg_conn
             return
@@ -224,8 +217,7 @@ class Database:
         """
         if self._sqlite is not None:
             async with self.write() as conn:
-                result = await conn.execute(statement, parameters)
-                return result.all() if result.returns_rows else []
+                return _rows_of(await conn.execute(statement, parameters))
         return await self._postgres_alone(statement, parameters)
 
     async def _postgres_alone(
@@ -242,8 +234,7 @@ class Database:
         if prepared is None:
             if len(self._prepared) >= MAX_PREPARED:
                 async with self._autocommit.connect() as pg_conn:
-                    result = await pg_conn.execute(statement, parameters)
-                    return result.all() if result.returns_rows else []
+                    return _rows_of(await pg_conn.execute(statement, parameters))
             prepared = _Prepared.of(statement, self._pg().dialect)
             self._prepared[statement] = prepared
         values = prepared.bind(parameters)
@@ -264,6 +255,10 @@ class Database:
             self._sqlite.dispose()
         if self._postgres is not None:
             await self._postgres.dispose()
+
+
+def _rows_of(result: AnyResult) -> Sequence[Row[Any]]:
+    return result.all() if result.returns_rows else []
 
 
 MAX_PREPARED = 256
@@ -294,9 +289,7 @@ class _Prepared:
         return cls(compiled.string, compiled, binders, readers, make_row)
 
     def bind(self, parameters: Mapping[str, Any] | None) -> dict[str, Any]:
-        values = dict(
-            self.compiled.construct_params(dict(parameters) if parameters else None) or {}
-        )
+        values = dict(self.compiled.construct_params(parameters) or {})
         for name, processor in self.binders:
             if name in values:
                 values[name] = processor(values[name])

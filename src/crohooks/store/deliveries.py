@@ -479,6 +479,8 @@ class DeliveryStore:
             "status": (DeliveryStatus.SUCCEEDED if succeeded else DeliveryStatus.FAILED).value,
             "attempts": 1,
             "next_attempt_at": None,
+            "lease_expires_at": None,
+            "leased_by": None,
             "created_at": attempt.started_at,
             "updated_at": now,
             "completed_at": now,
@@ -779,46 +781,17 @@ def _record_ping_statement(*, succeeded: bool) -> Any:
     one statement (data-modifying CTEs; the attempt's foreign key is checked at its end)."""
     delivery = (
         deliveries.insert()
-        .values({c.name: bindparam(f"p_{c.name}") for c in deliveries.c if c.name in _PING_COLUMNS})
+        .values({c.name: bindparam(f"p_{c.name}") for c in deliveries.c})
         .cte("ping_delivery")
     )
     attempt = (
         attempts.insert()
-        .values({name: bindparam(f"a_{name}") for name in _ATTEMPT_COLUMNS})
+        .values({c.name: bindparam(f"a_{c.name}") for c in attempts.c if not c.primary_key})
         .cte("ping_attempt")
     )
     return record_outcome_statement(succeeded=succeeded).add_cte(delivery, attempt)
 
 
-_PING_COLUMNS = frozenset(
-    [
-        "id",
-        "tenant_id",
-        "hook_id",
-        "event_id",
-        "event",
-        "body",
-        "status",
-        "attempts",
-        "next_attempt_at",
-        "created_at",
-        "updated_at",
-        "completed_at",
-        "last_http_status",
-        "last_message",
-    ]
-)
-_ATTEMPT_COLUMNS = [
-    "delivery_id",
-    "number",
-    "started_at",
-    "duration_ms",
-    "http_status",
-    "message",
-    "request_headers",
-    "response_headers",
-    "response_body",
-]
 _RECORD_PING = {
     succeeded: _record_ping_statement(succeeded=succeeded) for succeeded in (True, False)
 }
