@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import bindparam, insert, literal, select
+from sqlalchemy import bindparam, insert, literal, select, update
 from sqlalchemy.engine import make_url
 
 from crohooks.clock import utc_now
 from crohooks.store import database
-from crohooks.store.database import Database
+from crohooks.store.database import Database, execute_many
 from crohooks.store.schema import api_version_pins
 from tests.conftest import fresh_postgres_database
 
@@ -84,6 +85,52 @@ async def test_a_lone_read_sees_every_committed_write(sqlite_url: str) -> None:
     other.close()
     assert [row.client for row in await db.fetch(query)] == ["b"]
     await db.dispose()
+
+
+async def test_sqlite_batches_store_what_sqlalchemy_stores(sqlite_url: str) -> None:
+    """Rows written through the driver's executemany are the text SQLAlchemy would write,
+    and its result types read them back as the same UTC datetimes."""
+    db = Database(sqlite_url)
+    moment = datetime(2026, 3, 1, 12, 30, 5, 120, tzinfo=UTC)
+    elsewhere = moment.astimezone(timezone(timedelta(hours=-5)))
+    try:
+        async with db.write() as conn:
+            await conn.execute(
+                insert(api_version_pins),
+                [{"client": "orm", "version": "v", "updated_at": moment}],
+            )
+            written = await execute_many(
+                conn,
+                insert(api_version_pins),
+                [
+                    {"client": "batch", "version": "v", "updated_at": moment},
+                    {"client": "batch-elsewhere", "version": "v", "updated_at": elsewhere},
+                ],
+            )
+            touched = await execute_many(
+                conn,
+                update(api_version_pins)
+                .where(api_version_pins.c.client == bindparam("b_client"))
+                .values(version=literal("2021/04/07") + bindparam("b_suffix")),
+                [{"b_client": "batch", "b_suffix": "-a"}, {"b_client": "missing", "b_suffix": ""}],
+            )
+        assert (written, touched) == (2, 1)
+        raw = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+        stored = dict(raw.execute("SELECT client, updated_at FROM api_version_pins").fetchall())
+        raw.close()
+        assert stored["batch"] == stored["batch-elsewhere"] == stored["orm"]
+        rows = await db.fetch(select(api_version_pins).order_by(api_version_pins.c.client))
+        assert [(row.client, row.version, row.updated_at) for row in rows] == [
+            ("batch", "2021/04/07-a", moment),
+            ("batch-elsewhere", "v", moment),
+            ("orm", "v", moment),
+        ]
+        naive = {"client": "naive", "version": "v", "updated_at": moment.replace(tzinfo=None)}
+        async with db.write() as conn:
+            with pytest.raises(ValueError, match="timezone-aware"):
+                await execute_many(conn, insert(api_version_pins), [naive])
+    finally:
+        await db.dispose()
 
 
 @pytest.mark.postgres

@@ -46,7 +46,7 @@ from sqlalchemy.exc import IntegrityError
 
 from crohooks.clock import to_cro
 from crohooks.errors import DuplicateKey
-from crohooks.store.database import Conn, Database
+from crohooks.store.database import Conn, Database, execute_many
 from crohooks.store.hooks import (
     Hook,
     HookRepository,
@@ -234,10 +234,8 @@ class DeliveryStore:
                 accepted = [
                     await self._accept_one(conn, intake, item, idempotency_window) for item in items
                 ]
-                if intake.event_rows:
-                    await conn.execute(events.insert(), intake.event_rows)
-                if intake.delivery_rows:
-                    await conn.execute(deliveries.insert(), intake.delivery_rows)
+                await execute_many(conn, _INSERT_EVENT, intake.event_rows)
+                await execute_many(conn, _INSERT_DELIVERY, intake.delivery_rows)
                 if any(not a.duplicate and a.hook_count for a in accepted):
                     await self._notify(conn)
                 return accepted
@@ -452,10 +450,10 @@ class DeliveryStore:
             for folded in sorted(hook_outcomes(outcomes), key=lambda f: (f.hook_id, f.tenant_id))
         ]
         async with self._db.write() as conn:
-            await conn.execute(attempts.insert(), attempt_rows)
-            result = await conn.execute(_RECORD_OUTCOME, delivery_rows)
-            await conn.execute(_RECORD_HOOK_OUTCOME, hook_rows)
-        return result.rowcount
+            await execute_many(conn, _INSERT_ATTEMPT, attempt_rows)
+            applied = await execute_many(conn, _RECORD_OUTCOME, delivery_rows)
+            await execute_many(conn, _RECORD_HOOK_OUTCOME, hook_rows)
+        return applied
 
     async def record_ping(
         self,
@@ -772,6 +770,7 @@ def _due(*, first_attempts: bool, dialect: str) -> Select[Any]:
     )
 
 
+_INSERT_EVENT = events.insert()
 _INSERT_DELIVERY = deliveries.insert()
 _INSERT_ATTEMPT = attempts.insert()
 
