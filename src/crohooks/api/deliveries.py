@@ -14,9 +14,9 @@ from crohooks.api.models import (
     parse_cro_time,
 )
 from crohooks.api.request import (
-    HookCaller,
-    NoBody,
+    hook_caller,
     json_object,
+    no_body,
     page_of,
     parse_id,
     query_params,
@@ -40,8 +40,10 @@ def _delivery_id(raw: str) -> str:
         ) from None
 
 
-@router.get("/hooks/{hook_id}/deliveries", dependencies=[NoBody])
-async def list_deliveries(request: Request, hook_id: str, caller: HookCaller) -> CroJSONResponse:
+@router.get("/hooks/{hook_id}/deliveries")
+async def list_deliveries(request: Request, hook_id: str) -> CroJSONResponse:
+    await no_body(request)
+    caller = await hook_caller(request)
     params = query_params(request, frozenset({"page_limit", "page_index", "status"}))
     page = page_of(params)
     status = params.get("status")
@@ -60,10 +62,10 @@ async def list_deliveries(request: Request, hook_id: str, caller: HookCaller) ->
     return CroJSONResponse(page.envelope([delivery_model(d) for d in found], total))
 
 
-@router.get("/hooks/{hook_id}/deliveries/{delivery_id}", dependencies=[NoBody])
-async def get_delivery(
-    request: Request, hook_id: str, delivery_id: str, caller: HookCaller
-) -> CroJSONResponse:
+@router.get("/hooks/{hook_id}/deliveries/{delivery_id}")
+async def get_delivery(request: Request, hook_id: str, delivery_id: str) -> CroJSONResponse:
+    await no_body(request)
+    caller = await hook_caller(request)
     query_params(request, frozenset())
     delivery, attempts = await services(request).delivery_log.get(
         caller.tenant_id, parse_id(hook_id, "hook_id"), _delivery_id(delivery_id)
@@ -71,10 +73,10 @@ async def get_delivery(
     return CroJSONResponse(delivery_detail_model(delivery, attempts))
 
 
-@router.post("/hooks/{hook_id}/deliveries/{delivery_id}/redeliver", dependencies=[NoBody])
-async def redeliver(
-    request: Request, hook_id: str, delivery_id: str, caller: HookCaller
-) -> CroJSONResponse:
+@router.post("/hooks/{hook_id}/deliveries/{delivery_id}/redeliver")
+async def redeliver(request: Request, hook_id: str, delivery_id: str) -> CroJSONResponse:
+    await no_body(request)
+    caller = await hook_caller(request)
     query_params(request, frozenset())
     delivery = await services(request).delivery_log.redeliver(
         caller.tenant_id, parse_id(hook_id, "hook_id"), _delivery_id(delivery_id)
@@ -83,7 +85,8 @@ async def redeliver(
 
 
 @router.post("/hooks/{hook_id}/recover")
-async def recover(request: Request, hook_id: str, caller: HookCaller) -> CroJSONResponse:
+async def recover(request: Request, hook_id: str) -> CroJSONResponse:
+    caller = await hook_caller(request)
     svc = services(request)
     query_params(request, frozenset())
     identifier = parse_id(hook_id, "hook_id")

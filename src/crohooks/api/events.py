@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 
 from crohooks.api.models import PublishBatchModel, PublishEventModel
-from crohooks.api.request import Publisher, json_object, query_params, services, validate
+from crohooks.api.request import json_object, publisher, query_params, services, validate
 from crohooks.api.wire import CroJSONResponse
 from crohooks.store.deliveries import AcceptedEvent, NewEvent
 
@@ -22,7 +22,8 @@ def _new_event(model: PublishEventModel) -> NewEvent:
 
 
 @router.post("/events")
-async def publish_event(request: Request, caller: Publisher) -> CroJSONResponse:
+async def publish_event(request: Request) -> CroJSONResponse:
+    caller = await publisher(request)
     svc = services(request)
     query_params(request, frozenset())
     body = await json_object(
@@ -34,7 +35,8 @@ async def publish_event(request: Request, caller: Publisher) -> CroJSONResponse:
 
 
 @router.post("/events/batch")
-async def publish_batch(request: Request, caller: Publisher) -> CroJSONResponse:
+async def publish_batch(request: Request) -> CroJSONResponse:
+    caller = await publisher(request)
     svc = services(request)
     query_params(request, frozenset())
     body = await json_object(

@@ -7,10 +7,10 @@ from starlette.requests import Request
 
 from crohooks.api.models import CreateWebhookModel, UpdateWebhookModel, webhook_model
 from crohooks.api.request import (
-    HookCaller,
-    NoBody,
     enforce_rate_limit,
+    hook_caller,
     json_object,
+    no_body,
     page_of,
     parse_id,
     query_params,
@@ -28,7 +28,8 @@ _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 
 @router.post("/hooks")
-async def create_hook(request: Request, caller: HookCaller) -> CroJSONResponse:
+async def create_hook(request: Request) -> CroJSONResponse:
+    caller = await hook_caller(request)
     svc = services(request)
     query_params(request, frozenset())
     body = await json_object(
@@ -45,8 +46,10 @@ async def create_hook(request: Request, caller: HookCaller) -> CroJSONResponse:
     return CroJSONResponse(webhook_model(hook))
 
 
-@router.get("/hooks", dependencies=[NoBody])
-async def list_hooks(request: Request, caller: HookCaller) -> CroJSONResponse:
+@router.get("/hooks")
+async def list_hooks(request: Request) -> CroJSONResponse:
+    await no_body(request)
+    caller = await hook_caller(request)
     params = query_params(request, _LIST_PARAMS)
     page = page_of(params)
     deleted: bool | None = None
@@ -61,15 +64,18 @@ async def list_hooks(request: Request, caller: HookCaller) -> CroJSONResponse:
     return CroJSONResponse(page.envelope([webhook_model(hook) for hook in found], total))
 
 
-@router.get("/hooks/{hook_id}", dependencies=[NoBody])
-async def get_hook(request: Request, hook_id: str, caller: HookCaller) -> CroJSONResponse:
+@router.get("/hooks/{hook_id}")
+async def get_hook(request: Request, hook_id: str) -> CroJSONResponse:
+    await no_body(request)
+    caller = await hook_caller(request)
     query_params(request, frozenset())
     hook = await services(request).hooks.get(caller.tenant_id, parse_id(hook_id, "hook_id"))
     return CroJSONResponse(webhook_model(hook))
 
 
 @router.patch("/hooks/{hook_id}")
-async def update_hook(request: Request, hook_id: str, caller: HookCaller) -> CroJSONResponse:
+async def update_hook(request: Request, hook_id: str) -> CroJSONResponse:
+    caller = await hook_caller(request)
     svc = services(request)
     query_params(request, frozenset())
     identifier = parse_id(hook_id, "hook_id")
@@ -88,15 +94,19 @@ async def update_hook(request: Request, hook_id: str, caller: HookCaller) -> Cro
     return CroJSONResponse(webhook_model(hook))
 
 
-@router.delete("/hooks/{hook_id}", dependencies=[NoBody])
-async def delete_hook(request: Request, hook_id: str, caller: HookCaller) -> CroJSONResponse:
+@router.delete("/hooks/{hook_id}")
+async def delete_hook(request: Request, hook_id: str) -> CroJSONResponse:
+    await no_body(request)
+    caller = await hook_caller(request)
     query_params(request, frozenset())
     hook = await services(request).hooks.delete(caller.tenant_id, parse_id(hook_id, "hook_id"))
     return CroJSONResponse(webhook_model(hook))
 
 
-@router.get("/hooks/{hook_id}/ping", dependencies=[NoBody])
-async def ping_hook(request: Request, hook_id: str, caller: HookCaller) -> CroJSONResponse:
+@router.get("/hooks/{hook_id}/ping")
+async def ping_hook(request: Request, hook_id: str) -> CroJSONResponse:
+    await no_body(request)
+    caller = await hook_caller(request)
     svc = services(request)
     query_params(request, frozenset())
     identifier = parse_id(hook_id, "hook_id")
