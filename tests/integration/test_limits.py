@@ -78,6 +78,23 @@ async def test_ping_is_limited_per_hook(database_url: str, auth: Auth) -> None:
     assert len([r for r in receiver.requests if r.path == "/a"]) == 2
 
 
+async def test_a_pinged_hook_that_is_missing_counts_and_the_limit_answers_first(
+    database_url: str, auth: Auth
+) -> None:
+    """The hook is looked up beside the rate-limit hit; over the limit, 429 wins over 404."""
+    services = Services.build(make_settings(database_url, rate_limit_ping_per_minute=1))
+    try:
+        async with api_client(services) as client:
+            first = await client.get("/hooks/999/ping", headers=auth())
+            second = await client.get("/hooks/999/ping", headers=auth())
+    finally:
+        await services.aclose()
+    assert first.status_code == 404
+    assert first.json()["field"] == "PathParameters.hook_id"
+    assert second.status_code == 429
+    assert "retry-after" in second.headers
+
+
 async def test_a_body_that_trickles_in_is_cut_off(database_url: str, auth: Auth) -> None:
     services = Services.build(make_settings(database_url, body_read_timeout=0.5))
 

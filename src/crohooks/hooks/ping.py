@@ -12,6 +12,7 @@ from crohooks.delivery.attempt import send_attempt
 from crohooks.delivery.outbound import OutboundClient
 from crohooks.hooks.service import HookService
 from crohooks.store.deliveries import DeliveryStore, render_delivery_body
+from crohooks.store.hooks import Hook
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,10 @@ class PingService:
         self._timeout = timeout
 
     async def ping(self, tenant_id: int, hook_id: int) -> PingResult:
-        hook = await self._hooks.get_active(tenant_id, hook_id)
+        return await self.send(tenant_id, await self._hooks.get_active(tenant_id, hook_id))
+
+    async def send(self, tenant_id: int, hook: Hook) -> PingResult:
+        """Ping a hook already read (``HookService.get_active``)."""
         now = utc_now()
         delivery_id = str(uuid.uuid4())
         timestamp = to_cro(now)
