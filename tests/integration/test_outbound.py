@@ -255,6 +255,19 @@ async def test_a_stalling_receiver_times_out_within_the_timeout(
     assert len(receiver.requests) == 1
 
 
+async def test_a_body_that_stalls_after_the_headers_times_out_within_the_timeout(
+    client: OutboundClient,
+) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10
+    async with RawServer(head, hold=10) as port:
+        started = time.monotonic()
+        with pytest.raises(ReadTimeout) as timed_out:
+            await client.post(f"http://127.0.0.1:{port}/", b"{}", {}, timeout=1)
+
+    assert 0.9 < time.monotonic() - started < 2.0
+    assert timed_out.value.message == f"ReadTimeout: no response from 127.0.0.1:{port} within 1.0 s"
+
+
 async def test_a_full_accept_queue_is_a_connect_timeout(recorder: ConnectRecorder) -> None:
     settings = Settings(allowed_networks=LOOPBACK, connect_timeout=0.5)
     with socket.socket() as listener:
@@ -437,16 +450,20 @@ async def test_a_closed_client_refuses_to_post(recorder: ConnectRecorder) -> Non
 
 
 class RawServer:
-    """A TCP server on loopback that answers every connection with fixed bytes and hangs up."""
+    """A TCP server on loopback that answers every connection with fixed bytes and hangs up
+    (after ``hold`` seconds of silence, if given)."""
 
-    def __init__(self, answer: bytes) -> None:
+    def __init__(self, answer: bytes, *, hold: float = 0.0) -> None:
         self._answer = answer
+        self._hold = hold
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> int:
         async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             writer.write(self._answer)
             await writer.drain()
+            if self._hold:
+                await asyncio.sleep(self._hold)
             writer.close()
             await writer.wait_closed()
 

@@ -13,7 +13,6 @@ response of any status is an ``HttpResponse``, anything else is an ``OutboundErr
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import ipaddress
 import socket
@@ -167,22 +166,22 @@ class OutboundClient:
         session = self._ensure_session()
         started = time.monotonic()
         try:
-            async with asyncio.timeout(timeout):
-                async with session.post(
-                    target,
-                    data=body,
-                    headers=headers,
-                    allow_redirects=False,
-                    timeout=self._client_timeout(timeout),
-                ) as response:
-                    content, truncated = await self._read_capped(response)
-                    return HttpResponse(
-                        status=response.status,
-                        headers=tuple((str(k), v) for k, v in response.headers.items()),
-                        body=content,
-                        body_truncated=truncated,
-                        elapsed=time.monotonic() - started,
-                    )
+            # aiohttp's total timeout covers the whole exchange, the body read included.
+            async with session.post(
+                target,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=self._client_timeout(timeout),
+            ) as response:
+                content, truncated = await self._read_capped(response)
+                return HttpResponse(
+                    status=response.status,
+                    headers=tuple((str(k), v) for k, v in response.headers.items()),
+                    body=content,
+                    body_truncated=truncated,
+                    elapsed=time.monotonic() - started,
+                )
         except OutboundError:
             raise
         except UnicodeError as exc:
@@ -228,9 +227,9 @@ class OutboundClient:
         body = bytearray()
         while len(body) < self._body_limit:
             chunk = await response.content.read(self._body_limit - len(body))
-            if not chunk:
-                break
             body += chunk
+            if not chunk or response.content.at_eof():
+                break
         return bytes(body), not response.content.at_eof()
 
     def _ensure_session(self) -> aiohttp.ClientSession:
