@@ -10,7 +10,8 @@ from email.utils import parsedate_to_datetime
 from crohooks.settings import Settings
 from crohooks.store.deliveries import DeliveryStatus
 
-_RETRY_AFTER_STATUSES = frozenset({429, 503})
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+"""The statuses whose ``Retry-After`` header is honoured."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,7 @@ class RetryPolicy:
         delay = self.schedule[attempts_made - 1]
         jitter = (rng or random).uniform(-self.jitter, self.jitter)
         wait = delay * (1.0 + jitter)
-        if http_status in _RETRY_AFTER_STATUSES and retry_after is not None:
+        if http_status in RETRY_AFTER_STATUSES and retry_after is not None:
             asked = parse_retry_after(retry_after, now)
             if asked is not None:
                 wait = min(max(asked, 1.0), self.retry_after_max)

@@ -21,7 +21,7 @@ from crohooks import metrics
 from crohooks.clock import utc_now
 from crohooks.delivery.attempt import send_attempt
 from crohooks.delivery.outbound import OutboundClient
-from crohooks.delivery.retry import RetryPolicy
+from crohooks.delivery.retry import RETRY_AFTER_STATUSES, RetryPolicy
 from crohooks.settings import Settings
 from crohooks.store.deliveries import (
     NOTIFY_CHANNEL,
@@ -40,6 +40,9 @@ _OUTCOME_LABELS = {
     DeliveryStatus.PENDING: "retrying",
     DeliveryStatus.FAILED: "failed",
     DeliveryStatus.CANCELLED: "cancelled",
+}
+_DELIVERIES_BY_OUTCOME = {
+    status: metrics.deliveries.labels(label) for status, label in _OUTCOME_LABELS.items()
 }
 PURGE_BATCHES_PER_ROUND = 20
 
@@ -157,7 +160,12 @@ class DeliveryWorker:
             timeout=self._settings.attempt_timeout,
         )
         now = utc_now()
-        retry_after = result.response.header("Retry-After") if result.response else None
+        response = result.response
+        retry_after = (
+            response.header("Retry-After")
+            if response is not None and response.status in RETRY_AFTER_STATUSES
+            else None
+        )
         status, next_attempt_at = self._retry.decide(
             attempts_made=delivery.attempts + 1,
             http_status=result.record.http_status,
@@ -165,7 +173,7 @@ class DeliveryWorker:
             now=now,
         )
         outcome = _OUTCOME_LABELS[status]
-        metrics.deliveries.labels(outcome).inc()
+        _DELIVERIES_BY_OUTCOME[status].inc()
         metrics.attempt_seconds.observe(result.record.duration_ms / 1000.0)
         if delivery.reclaimed:
             metrics.lease_expiries.inc()
