@@ -390,3 +390,10 @@ async def test_api_version_is_pinned_per_client(
     bad = await client.get("/hooks", headers=headers("app-a", **{"x-api-version": "2020/01/01"}))
     assert bad.status_code == 400
     assert error_of(bad)["field"] == "StandardRequestHeadersModel.x-api-version"
+    # Errors found after the token (tenant checks) still carry the client's pinned version.
+    no_tenant = await client.get("/hooks", headers={**headers("app-a"), "x-tenant-id": "x"})
+    assert no_tenant.status_code == 400
+    assert no_tenant.headers["x-api-version"] == "2021/11/04"
+    other_tenant = await client.get("/hooks", headers={**headers("app-a"), "x-tenant-id": "99"})
+    assert other_tenant.status_code == 403
+    assert other_tenant.headers["x-api-version"] == "2021/11/04"

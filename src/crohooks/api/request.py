@@ -78,6 +78,13 @@ async def _api_version(request: Request, svc: Services, principal: Principal) ->
 
 async def authenticated(request: Request) -> Principal:
     """Common checks of every authenticated route, in the order a client can fix them."""
+    principal = await _verified(request)
+    await _api_version(request, services(request), principal)
+    return principal
+
+
+async def _verified(request: Request) -> Principal:
+    """``authenticated`` up to the token's verification; the API version is not settled."""
     _check_accept(request)
     state = request_state(request)
     if state.get("request_id_invalid"):
@@ -93,7 +100,6 @@ async def authenticated(request: Request) -> Principal:
         request.headers.get("authorization"), max_length=svc.verifier.max_header_length
     )
     principal = await svc.verifier.verify(token)
-    await _api_version(request, svc, principal)
     state["principal"] = principal
     return principal
 
@@ -116,7 +122,22 @@ async def enforce_rate_limit(svc: Services, key: str, limit: int) -> None:
         )
 
 
-async def _tenant_caller(
+async def _tenant_caller(request: Request, roles: frozenset[Role]) -> TenantCaller:
+    """``authenticated``, then the tenant checks and the tenant's rate limit.
+
+    The client's API version (a database read on PostgreSQL) is settled beside the tenant
+    checks and counter, and before any of their errors leaves, so every response still
+    carries the client's version.
+    """
+    principal = await _verified(request)
+    versioned = asyncio.ensure_future(_api_version(request, services(request), principal))
+    try:
+        return await _tenant_checks(principal, request, roles)
+    finally:
+        await versioned
+
+
+async def _tenant_checks(
     principal: Principal, request: Request, roles: frozenset[Role]
 ) -> TenantCaller:
     raw = request.headers.get("x-tenant-id")
@@ -145,11 +166,11 @@ async def _tenant_caller(
 
 
 async def hook_caller(request: Request) -> TenantCaller:
-    return await _tenant_caller(await authenticated(request), request, HOOK_ROLES)
+    return await _tenant_caller(request, HOOK_ROLES)
 
 
 async def publisher(request: Request) -> TenantCaller:
-    return await _tenant_caller(await authenticated(request), request, PUBLISH_ROLES)
+    return await _tenant_caller(request, PUBLISH_ROLES)
 
 
 def parse_id(raw: str, name: str) -> int:
