@@ -19,6 +19,7 @@ from crohooks.api.telemetry import RequestTelemetry
 from crohooks.api.wire import MethodTable, WireMiddleware, error_response
 from crohooks.delivery.worker import DeliveryWorker
 from crohooks.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
+from crohooks.heap import freeze_startup_objects
 from crohooks.services import Services
 from crohooks.settings import Settings
 
@@ -42,6 +43,8 @@ def create_app(
                 settings, built.deliveries, built.outbound, wakeup=built.delivery_wakeup
             )
             worker_task = asyncio.create_task(worker.run(stop), name="crohooks-worker")
+        if owned:
+            freeze_startup_objects()
         try:
             yield
         finally:

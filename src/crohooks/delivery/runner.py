@@ -10,6 +10,7 @@ from prometheus_client import start_http_server
 
 from crohooks.delivery.outbound import OutboundClient
 from crohooks.delivery.worker import DeliveryWorker
+from crohooks.heap import freeze_startup_objects
 from crohooks.settings import Settings
 from crohooks.store.database import Database
 from crohooks.store.deliveries import DeliveryStore
@@ -24,6 +25,7 @@ async def run_worker(settings: Settings, *, concurrency: int | None = None) -> N
     try:
         async with OutboundClient(settings) as client:
             worker = DeliveryWorker(settings, DeliveryStore(db), client, concurrency=concurrency)
+            freeze_startup_objects()
             await worker.run(stop)
     finally:
         await db.dispose()
