@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from crohooks.clock import utc_now
 from crohooks.store import database
 from crohooks.store.database import Database, execute_many
+from crohooks.store.migrate import migrate
 from crohooks.store.schema import api_version_pins
 from tests.conftest import fresh_postgres_database
 
@@ -197,6 +198,32 @@ async def test_direct_statements_convert_like_sqlalchemy(database_url: str) -> N
         assert [row.client for row in await db.fetch(listed, {"clients": ["a", "c"]})] == ["c"]
     finally:
         await db.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_pooled_connection_goes_back_out_of_autocommit() -> None:
+    """Lone statements switch their pooled connection to autocommit; a transaction that
+    gets the same connection afterwards still rolls back, also after a failed statement."""
+    pin = insert(api_version_pins).values(client="c", version="v", updated_at=utc_now())
+
+    async def abandoned_change(db: Database) -> None:
+        async with db.write() as conn:
+            await conn.execute(update(api_version_pins).values(version="changed"))
+            raise RuntimeError("abandon the transaction")
+
+    with fresh_postgres_database("crohooks_autocommit") as url:
+        migrate(url)
+        db = Database(url, pool_size=1)
+        try:
+            await db.write_alone(pin)
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                await db.write_alone(pin)  # fails, in autocommit, on the one connection
+            with pytest.raises(RuntimeError):
+                await abandoned_change(db)
+            rows = await db.fetch(select(api_version_pins.c.version))
+            assert [row.version for row in rows] == ["v"]
+        finally:
+            await db.dispose()
 
 
 def _terminate_other_backends(url: str) -> None:
