@@ -9,8 +9,20 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import bindparam, insert, literal, select, update
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.engine import make_url
+from sqlalchemy.schema import CreateTable
 
 from crohooks.clock import utc_now
 from crohooks.store import database
@@ -130,6 +142,26 @@ async def test_sqlite_batches_store_what_sqlalchemy_stores(sqlite_url: str) -> N
         async with db.write() as conn:
             with pytest.raises(ValueError, match="timezone-aware"):
                 await execute_many(conn, insert(api_version_pins), [naive])
+    finally:
+        await db.dispose()
+
+
+async def test_values_sqlalchemy_computes_at_execution_are_not_skipped(sqlite_url: str) -> None:
+    """A Python-side column default is filled by SQLAlchemy, so such a statement takes
+    SQLAlchemy's path: the direct one would bind nothing in its place."""
+    table = Table(
+        "with_default",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("label", String, nullable=False, default="unnamed"),
+    )
+    db = Database(sqlite_url)
+    try:
+        async with db.write() as conn:
+            await conn.execute(CreateTable(table))
+            assert await execute_many(conn, table.insert(), [{"id": 1}, {"id": 2}]) == 2
+        rows = await db.fetch(select(table.c.label).order_by(table.c.id))
+        assert [row.label for row in rows] == ["unnamed", "unnamed"]
     finally:
         await db.dispose()
 

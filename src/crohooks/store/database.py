@@ -17,6 +17,7 @@ from sqlalchemy.engine.result import result_tuple
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool, StaticPool
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import greenlet_spawn
 
 from crohooks.store.sqlite_connect import is_busy, is_memory, sqlite_creator
@@ -75,6 +76,8 @@ class SQLiteConnection:
         if not rows:
             return 0
         batch = _SQLiteBatch.of(statement, self.sync_connection.dialect, rows[0].keys())
+        if batch is None:
+            return self.sync_connection.execute(statement, rows).rowcount
         driver: sqlite3.Connection = self.sync_connection.connection.driver_connection  # type: ignore[assignment]
         cursor = driver.executemany(batch.sql, [batch.values(row) for row in rows])
         return cursor.rowcount
@@ -339,7 +342,7 @@ class _Prepared:
     make_row: Callable[[Sequence[Any]], Row[Any]] | None
     positions: tuple[str, ...] | None
     direct: bool
-    """False for statements whose SQL depends on their values (expanding IN lists)."""
+    """False for statements the driver can't take as they are (see ``_direct``)."""
 
     @classmethod
     def of(cls, statement: Executable, dialect: Dialect) -> _Prepared:
@@ -355,8 +358,9 @@ class _Prepared:
         )
         make_row = result_tuple([column.key for column in columns]) if columns else None
         positions = tuple(compiled.positiontup) if compiled.positional else None
-        direct = not any(bind.expanding for bind in compiled.binds.values())
-        return cls(compiled.string, compiled, binders, readers, make_row, positions, direct)
+        return cls(
+            compiled.string, compiled, binders, readers, make_row, positions, _direct(compiled)
+        )
 
     def bind(self, parameters: Mapping[str, Any] | None) -> Any:
         values = dict(self.compiled.construct_params(parameters) or {})
@@ -382,7 +386,24 @@ def _bind_processor(bind: BindParameter[Any], dialect: Dialect) -> Callable[[Any
     return bind.type.dialect_impl(dialect).bind_processor(dialect)
 
 
-_SQLITE_BATCHES: dict[tuple[Executable, tuple[str, ...]], _SQLiteBatch] = {}
+def _direct(compiled: SQLCompiler) -> bool:
+    """Whether the driver can run the compiled statement with its bound values alone.
+
+    Not when SQLAlchemy does work at execution: expanding ``IN`` lists (the SQL depends on
+    the values), Python-side column defaults or ``onupdate`` values, callable parameters.
+    Such statements go through SQLAlchemy on both direct paths.
+    """
+    return (
+        not compiled.insert_prefetch
+        and not compiled.update_prefetch
+        and not any(bind.expanding or bind.callable is not None for bind in compiled.binds.values())
+    )
+
+
+_SQLITE_BATCHES: dict[tuple[Executable, tuple[str, ...]], _SQLiteBatch | None] = {}
+_Field = tuple[str | None, Any, Callable[[Any], Any] | None]
+"""A ``?`` of a batch: the row key it reads (or ``None`` and its fixed value), and the
+conversion of its type."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,18 +413,27 @@ class _SQLiteBatch:
     conversion of its type."""
 
     sql: str
-    fields: tuple[tuple[str | None, Any, Callable[[Any], Any] | None], ...]
+    fields: tuple[_Field, ...]
 
     @classmethod
-    def of(cls, statement: Executable, dialect: Dialect, keys: Iterable[str]) -> _SQLiteBatch:
+    def of(
+        cls, statement: Executable, dialect: Dialect, keys: Iterable[str]
+    ) -> _SQLiteBatch | None:
+        """The statement compiled for these row keys, or ``None`` if it isn't ``_direct``."""
         columns = tuple(keys) if isinstance(statement, Insert) else ()
-        found = _SQLITE_BATCHES.get((statement, columns))
-        if found is not None:
-            return found
+        if (statement, columns) in _SQLITE_BATCHES:
+            return _SQLITE_BATCHES[statement, columns]
         compiled = statement.compile(  # type: ignore[attr-defined]
             dialect=dialect, column_keys=list(columns) or None
         )
-        fields = []
+        batch = cls._compiled(compiled, dialect) if _direct(compiled) else None
+        if len(_SQLITE_BATCHES) < MAX_PREPARED:
+            _SQLITE_BATCHES[statement, columns] = batch
+        return batch
+
+    @classmethod
+    def _compiled(cls, compiled: SQLCompiler, dialect: Dialect) -> _SQLiteBatch:
+        fields: list[_Field] = []
         for name in compiled.positiontup or ():
             bind = compiled.binds[name]
             processor = _bind_processor(bind, dialect)
@@ -412,10 +442,7 @@ class _SQLiteBatch:
             else:
                 value = bind.effective_value
                 fields.append((None, processor(value) if processor else value, None))
-        batch = cls(compiled.string, tuple(fields))
-        if len(_SQLITE_BATCHES) < MAX_PREPARED:
-            _SQLITE_BATCHES[statement, columns] = batch
-        return batch
+        return cls(compiled.string, tuple(fields))
 
     def values(self, row: Mapping[str, Any]) -> list[Any]:
         return [

@@ -38,11 +38,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if not isinstance(value, datetime) or value.tzinfo is None:
-            raise ValueError("UTCDateTime needs a timezone-aware datetime")
-        return value.astimezone(UTC).replace(tzinfo=None)
+        return None if value is None else _naive_utc(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -67,13 +63,15 @@ class UTCDateTime(TypeDecorator[datetime]):
         return super().result_processor(dialect, coltype)
 
 
-def _sqlite_text(value: object) -> str | None:
-    if value is None:
-        return None
+def _naive_utc(value: object) -> datetime:
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise ValueError("UTCDateTime needs a timezone-aware datetime")
     utc = value if value.tzinfo is UTC else value.astimezone(UTC)
-    return utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return utc.replace(tzinfo=None)
+
+
+def _sqlite_text(value: object) -> str | None:
+    return None if value is None else _naive_utc(value).isoformat(" ", "microseconds")
 
 
 def _sqlite_datetime(value: Any) -> datetime | None:
