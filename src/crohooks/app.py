@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -18,7 +18,14 @@ from crohooks.api.openapi import install_openapi
 from crohooks.api.telemetry import RequestTelemetry
 from crohooks.api.wire import MethodTable, WireMiddleware, error_response
 from crohooks.delivery.worker import DeliveryWorker
-from crohooks.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
+from crohooks.errors import (
+    ApiError,
+    BadRequest,
+    DatabaseUnavailable,
+    MethodNotAllowed,
+    NotFound,
+    ServiceUnavailable,
+)
 from crohooks.heap import freeze_startup_objects
 from crohooks.services import Services
 from crohooks.settings import Settings
@@ -70,6 +77,7 @@ def create_app(
     install_openapi(app)
 
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(DatabaseUnavailable, _database_unavailable(settings))
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(
@@ -82,6 +90,23 @@ def create_app(
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return error_response(exc)
+
+
+def _database_unavailable(
+    settings: Settings,
+) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """A database outage is the client's cue to come back shortly, not a server fault: 503
+    with ``Retry-After``; the store logs the outage once, not once per request."""
+    retry_after = str(settings.database_retry_after_seconds)
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        return error_response(
+            ServiceUnavailable(
+                "the database is unavailable; retry shortly", headers={"Retry-After": retry_after}
+            )
+        )
+
+    return handler
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -124,7 +124,7 @@ async def _add_tenant(settings: Settings, args: argparse.Namespace) -> None:
         from crohooks.store.migrate import migrate
 
         migrate(settings.database_url)
-    db = Database(settings.database_url)
+    db = Database.for_settings(settings)
     try:
         await TenantRepository(db).add(
             Tenant(

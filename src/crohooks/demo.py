@@ -107,7 +107,7 @@ async def _ensure_demo_tenant(settings: Settings) -> None:
     from crohooks.store.database import Database
     from crohooks.store.tenants import Tenant, TenantRepository
 
-    db = Database(settings.database_url)
+    db = Database.for_settings(settings)
     try:
         await TenantRepository(db).add(
             Tenant(

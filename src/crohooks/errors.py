@@ -28,6 +28,7 @@ exception handler, from ``ApiError.status``.
     │   ├── TLSError                the TLS handshake or certificate failed
     │   └── ConnectionFailed        any other transport failure
     ├── DuplicateKey                the store refused a second row with a unique key
+    ├── DatabaseUnavailable         the database refused, dropped or did not answer in time
     └── ConfigurationError          settings that can't work; raised at start-up
 """
 
@@ -197,3 +198,7 @@ class ConfigurationError(CrohooksError):
 
 class DuplicateKey(CrohooksError):
     """A row with the same unique key already exists."""
+
+
+class DatabaseUnavailable(CrohooksError):
+    """The database is unavailable."""

@@ -41,7 +41,7 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
-        db = Database(settings.database_url)
+        db = Database.for_settings(settings)
         hooks = HookService(
             HookRepository(db), secret_grace=timedelta(seconds=settings.secret_grace_seconds)
         )

@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = None
     allowed_networks: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
 
+    # Database: every step is bounded, so a stalled or missing database is a prompt 503
+    database_connect_timeout: float = Field(default=5.0, gt=0)
+    database_timeout: float = Field(default=5.0, gt=0)
+    database_pool_timeout: float = Field(default=5.0, gt=0)
+    database_idle_check_seconds: float = Field(default=5.0, ge=0)
+    database_retry_after_seconds: int = Field(default=5, ge=1)
+    readiness_timeout: float = Field(default=2.0, gt=0)
+
     # Identity (spec 2.1)
     auth_mode: Literal["local", "jwks", "introspection"] = "local"
     local_issuer: str = "crohooks"
@@ -55,6 +63,7 @@ class Settings(BaseSettings):
     retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE
     retry_jitter: float = Field(default=0.2, ge=0.0, le=1.0)
     retry_after_max_seconds: float = 86400.0
+    retry_after_max_deferrals: int = Field(default=20, ge=0)
     connect_timeout: float = 5.0
     attempt_timeout: float = 15.0
     ping_timeout: float = 10.0

@@ -25,8 +25,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateTable
 
 from crohooks.clock import utc_now
-from crohooks.store import database
-from crohooks.store.database import Database, execute_many
+from crohooks.errors import DatabaseUnavailable
+from crohooks.store.database import Database, DatabaseLimits, execute_many
 from crohooks.store.migrate import migrate
 from crohooks.store.schema import api_version_pins
 from tests.conftest import fresh_postgres_database
@@ -167,17 +167,14 @@ async def test_values_sqlalchemy_computes_at_execution_are_not_skipped(sqlite_ur
 
 
 @pytest.mark.postgres
-async def test_a_pooled_connection_killed_while_idle_is_replaced_before_use(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_pooled_connection_killed_while_idle_is_replaced_before_use() -> None:
     """No ping per check-out, but a connection that sat idle is checked before it is used."""
-    monkeypatch.setattr(database, "IDLE_PING_SECONDS", 0.2)
     with fresh_postgres_database("crohooks_idle") as url:
         await _survives_a_killed_connection(url)
 
 
 async def _survives_a_killed_connection(postgres_database: str) -> None:
-    db = Database(postgres_database)
+    db = Database(postgres_database, limits=DatabaseLimits(idle_check=0.2))
     query = select(literal(1).label("one"))
     try:
         assert [row.one for row in await db.fetch(query)] == [1]
@@ -189,18 +186,15 @@ async def _survives_a_killed_connection(postgres_database: str) -> None:
 
 
 @pytest.mark.postgres
-async def test_a_connection_killed_under_a_statement_fails_that_statement_only(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_connection_killed_under_a_statement_fails_that_statement_only() -> None:
     """Statements run by psycopg directly still hand broken connections back as broken."""
-    monkeypatch.setattr(database, "IDLE_PING_SECONDS", 1000.0)  # no ping to save us
     with fresh_postgres_database("crohooks_broken") as url:
-        db = Database(url, pool_size=1)
+        db = Database(url, limits=DatabaseLimits(idle_check=1000.0), pool_size=1)  # no ping
         query = select(literal(1).label("one"))
         try:
             assert [row.one for row in await db.fetch(query)] == [1]
             _terminate_other_backends(url)
-            with pytest.raises(psycopg.OperationalError):
+            with pytest.raises(DatabaseUnavailable):
                 await db.fetch(query)
             assert [row.one for row in await db.fetch(query)] == [1]
         finally:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import Response
 
 from crohooks import metrics
 from crohooks.api.request import services
 from crohooks.api.wire import CroJSONResponse
-from crohooks.errors import ServiceUnavailable
+from crohooks.errors import DatabaseUnavailable, ServiceUnavailable
 from crohooks.store.deliveries import DeliveryStatus
 
 router = APIRouter(include_in_schema=False)
@@ -24,11 +23,14 @@ async def healthz() -> CroJSONResponse:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> CroJSONResponse:
+    built = services(request)
     try:
-        async with services(request).db.read() as conn:
-            await conn.execute(text("SELECT 1"))
+        await built.db.check(within=built.settings.readiness_timeout)
     except Exception as error:
-        raise ServiceUnavailable(f"database unreachable: {type(error).__name__}") from None
+        reason = error.detail if isinstance(error, DatabaseUnavailable) else type(error).__name__
+        raise ServiceUnavailable(
+            reason, headers={"Retry-After": str(built.settings.database_retry_after_seconds)}
+        ) from None
     return CroJSONResponse({"status": "ready"})
 
 

@@ -21,7 +21,7 @@ async def run_worker(settings: Settings, *, concurrency: int | None = None) -> N
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    db = Database(settings.database_url)
+    db = Database.for_settings(settings)
     try:
         async with OutboundClient(settings) as client:
             worker = DeliveryWorker(settings, DeliveryStore(db), client, concurrency=concurrency)

@@ -22,7 +22,9 @@ from crohooks.clock import utc_now
 from crohooks.delivery.attempt import send_attempt
 from crohooks.delivery.outbound import OutboundClient
 from crohooks.delivery.retry import RETRY_AFTER_STATUSES, RetryPolicy
+from crohooks.errors import DatabaseUnavailable
 from crohooks.settings import Settings
+from crohooks.store.database import DatabaseLimits
 from crohooks.store.deliveries import (
     NOTIFY_CHANNEL,
     ClaimedDelivery,
@@ -123,6 +125,9 @@ class DeliveryWorker:
                         ),
                         now=utc_now(),
                     )
+                except DatabaseUnavailable:  # logged once by the store; back off, resume alone
+                    await _wait_any(stop, timeout=self._settings.poll_interval)
+                    continue
                 except Exception:
                     log.exception("claim failed", worker_id=self.worker_id)
                     await _wait_any(stop, timeout=self._settings.poll_interval)
@@ -166,12 +171,15 @@ class DeliveryWorker:
             if response is not None and response.status in RETRY_AFTER_STATUSES
             else None
         )
-        status, next_attempt_at = self._retry.decide(
+        decision = self._retry.decide(
             attempts_made=delivery.attempts + 1,
+            deferrals=delivery.deferrals,
+            created_at=delivery.created_at,
             http_status=result.record.http_status,
             retry_after=retry_after,
             now=now,
         )
+        status = decision.status
         outcome = _OUTCOME_LABELS[status]
         _DELIVERIES_BY_OUTCOME[status].inc()
         metrics.attempt_seconds.observe(result.record.duration_ms / 1000.0)
@@ -186,6 +194,7 @@ class DeliveryWorker:
             attempt=delivery.attempts + 1,
             http_status=result.record.http_status,
             outcome=outcome,
+            deferred=decision.deferred,
             duration_ms=result.record.duration_ms,
             message=result.record.message,
         )
@@ -194,7 +203,8 @@ class DeliveryWorker:
                 delivery=delivery,
                 attempt=result.record,
                 status=status,
-                next_attempt_at=next_attempt_at,
+                next_attempt_at=decision.next_attempt_at,
+                deferred=decision.deferred,
             )
         )
         self._outcome_ready.set()
@@ -211,8 +221,9 @@ class DeliveryWorker:
             try:
                 await self._store.record(batch, now=utc_now())
                 self._recorded.set()
-            except Exception:
-                log.exception("recording outcomes failed; retrying", count=len(batch))
+            except Exception as error:
+                if not isinstance(error, DatabaseUnavailable):
+                    log.exception("recording outcomes failed; retrying", count=len(batch))
                 self._outcomes[:0] = batch
                 await asyncio.sleep(1.0)
 
@@ -244,16 +255,25 @@ class DeliveryWorker:
         """PostgreSQL LISTEN/NOTIFY wake-ups; polling still covers any lost notification."""
         url = make_url(self._settings.database_url).set(drivername="postgresql")
         conninfo = url.render_as_string(hide_password=False)
+        connect_args = DatabaseLimits.of(self._settings).connect_args()
+        lost = False
         while not stop.is_set():
             try:
-                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(
+                    conninfo, autocommit=True, **connect_args
+                ) as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    if lost:
+                        log.info("LISTEN connection restored")
+                        lost = False
                     self._wakeup.set()
                     while not stop.is_set():
                         async for _ in conn.notifies(timeout=0.5, stop_after=1):
                             self._wakeup.set()
             except (psycopg.Error, OSError) as error:
-                log.warning("LISTEN connection lost", error=str(error))
+                if not lost:  # once per outage; polling carries on meanwhile
+                    log.warning("LISTEN connection lost", error=str(error))
+                    lost = True
                 await _wait_any(stop, timeout=self._settings.poll_interval)
 
 

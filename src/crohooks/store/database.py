@@ -3,24 +3,51 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import psycopg
-from sqlalchemy import BindParameter, CursorResult, Executable, Insert, Row, create_engine, event
+import structlog
+from sqlalchemy import (
+    BindParameter,
+    CursorResult,
+    Executable,
+    Insert,
+    Row,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.engine import Compiled, Connection, Dialect, Engine
 from sqlalchemy.engine.result import result_tuple
-from sqlalchemy.exc import DisconnectionError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool, StaticPool
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import greenlet_spawn
 
+from crohooks.errors import DatabaseUnavailable
 from crohooks.store.sqlite_connect import is_busy, is_memory, sqlite_creator
+
+if TYPE_CHECKING:
+    from crohooks.settings import Settings
+
+log = structlog.get_logger("crohooks.database")
+_T = TypeVar("_T")
 
 WRITE_LOCK_WAIT_SECONDS = 10.0
 """How long a SQLite writer waits for another process's write lock before giving up."""
@@ -126,8 +153,18 @@ class Database:
     for why SQLite runs synchronously.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 20, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        limits: DatabaseLimits | None = None,
+        pool_size: int = 20,
+        echo: bool = False,
+    ) -> None:
         self.url = url
+        self.limits = limits = limits or DatabaseLimits()
+        self._health = _Health()
+        self._abandoned: set[asyncio.Task[Any]] = set()
         self.is_sqlite = url.startswith("sqlite")
         self._write_queue = asyncio.Lock()  # SQLite's writers of this process
         self._sqlite: Engine | None = None
@@ -158,25 +195,112 @@ class Database:
             # top, every burst past the pool's size opened connections and closed them
             # again on check-in (a new server backend each time), which cost more CPU
             # than the statements they ran.
+            # Every connection goes back to the pool idle: a transaction left open by any
+            # path is rolled back on check-in (free when there is none: psycopg skips the
+            # ROLLBACK of an idle connection).
             self._postgres = create_async_engine(
                 async_url(url),
                 echo=echo,
-                pool_reset_on_return=None,
+                pool_reset_on_return="rollback",
                 pool_size=pool_size,
                 max_overflow=0,
+                pool_timeout=limits.pool_timeout,
+                connect_args=limits.connect_args(),
             )
-            _ping_idle_connections(self._postgres)
+            self._idle_check = _IdleCheck(limits.idle_check)
+            self._idle_check.install(self._postgres)
             # Derived once: deriving an engine registers event listeners, which costs more
             # than the statement it would run.
             self._autocommit = self._postgres.execution_options(isolation_level="AUTOCOMMIT")
             self.dialect = "postgresql"
         self._prepared: dict[Executable, _Prepared] = {}
 
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Database:
+        return cls(settings.database_url, limits=DatabaseLimits.of(settings))
+
     # -- PostgreSQL ---------------------------------------------------------------------
 
     def _pg(self) -> AsyncEngine:
         assert self._postgres is not None
         return self._postgres
+
+    async def _bounded(
+        self,
+        work: Coroutine[Any, Any, _T],
+        *,
+        seconds: float | None = None,
+        on_abandon: _Release | None = None,
+    ) -> _T:
+        """``work`` within the database timeout, its failures translated.
+
+        A step that overruns is cancelled and *abandoned*: the caller gets
+        ``DatabaseUnavailable`` at once, while the step winds down in the background
+        (psycopg answers a cancellation by asking the server to cancel the query, which a
+        frozen server never acknowledges: up to ten seconds). ``on_abandon`` is told at
+        once and returns the clean-up to run after that, which releases what the step held.
+        """
+        seconds = seconds or self.limits.timeout
+        task = asyncio.ensure_future(work)
+        try:
+            done, _ = await asyncio.wait((task,), timeout=seconds)
+        except asyncio.CancelledError:
+            self._abandon(task, on_abandon)
+            raise
+        if not done:
+            self._abandon(task, on_abandon)
+            raise self._health.lost(f"no answer within {seconds:g} s")
+        error = task.exception()
+        if error is None:
+            self._health.answered()
+            return task.result()
+        reason = unavailability(error)
+        if reason is not None:
+            raise self._health.lost(reason) from error
+        self._health.answered()
+        raise error
+
+    def _abandon(self, task: asyncio.Task[Any], on_abandon: _Release | None) -> None:
+        task.cancel()
+        release = on_abandon(task) if on_abandon is not None else None
+
+        async def wind_down() -> None:
+            await asyncio.wait((task,))
+            if not task.cancelled():
+                task.exception()  # retrieved: it is the outage already reported
+            if release is not None:
+                try:
+                    await release
+                except Exception as error:  # the connection is being thrown away anyway
+                    log.debug("releasing an abandoned connection failed", error=repr(error))
+
+        cleanup = asyncio.get_running_loop().create_task(wind_down())
+        self._abandoned.add(cleanup)
+        cleanup.add_done_callback(self._abandoned.discard)
+
+    @asynccontextmanager
+    async def _pg_transaction(self) -> AsyncIterator[Conn]:
+        connection = self._pg().connect()
+        await self._bounded(connection.start(), on_abandon=_close_if_started(connection))
+        steps = _BoundedConnection(self, connection)
+        try:
+            await steps.run(connection.begin().start())
+            yield steps
+            await steps.run(connection.commit())
+        except BaseException:
+            if not steps.abandoned:
+                await steps.run(connection.rollback())
+            raise
+        finally:
+            if not steps.abandoned:
+                await steps.run(connection.close())
+
+    async def check(self, *, within: float) -> None:
+        """Raise ``DatabaseUnavailable`` unless the database answers a query in time."""
+        if self._sqlite is not None:
+            await self.fetch(_SELECT_ONE)
+            return
+        await self._bounded(self._postgres_alone(_SELECT_ONE, None), seconds=within)
 
     # -- SQLite -------------------------------------------------------------------------
 
@@ -211,13 +335,13 @@ class Database:
             with self._sqlite_transaction() as conn:
                 yield conn
             return
-        async with self._pg().begin() as pg_conn:
+        async with self._pg_transaction() as pg_conn:
             yield pg_conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Conn]:
         if self._sqlite is None:
-            async with self._pg().begin() as pg_conn:
+            async with self._pg_transaction() as pg_conn:
                 yield pg_conn
             return
         async with self._write_queue:
@@ -246,7 +370,7 @@ class Database:
                 return self._reader.execute(statement, parameters).all()
             driver: sqlite3.Connection = self._reader.connection.driver_connection  # type: ignore[assignment]
             return prepared.rows(driver.execute(prepared.sql, prepared.bind(parameters)).fetchall())
-        return await self._postgres_alone(statement, parameters)
+        return await self._bounded(self._postgres_alone(statement, parameters))
 
     async def write_alone(
         self, statement: Executable, parameters: Mapping[str, Any] | None = None
@@ -259,7 +383,7 @@ class Database:
         if self._sqlite is not None:
             async with self.write() as conn:
                 return _rows_of(await conn.execute(statement, parameters))
-        return await self._postgres_alone(statement, parameters)
+        return await self._bounded(self._postgres_alone(statement, parameters))
 
     async def _postgres_alone(
         self, statement: Executable, parameters: Mapping[str, Any] | None
@@ -283,6 +407,8 @@ class Database:
         pooled = await self._pg().raw_connection()
         driver: psycopg.AsyncConnection[Any] = pooled.driver_connection  # type: ignore[assignment]
         try:
+            if driver.info.transaction_status != _IDLE:  # never expected: the pool resets
+                await driver.rollback()
             await driver.set_autocommit(True)
             cursor = await driver.execute(prepared.sql, values)
             rows = await cursor.fetchall() if prepared.make_row is not None else []
@@ -291,7 +417,10 @@ class Database:
             if driver.closed or driver.broken or driver.info.transaction_status != _IDLE:
                 # Lost, or left mid-statement by a cancellation: it leaves the pool, which
                 # would otherwise count it as checked out for good or hand it out again
-                # (tests/integration/test_database.py).
+                # (tests/integration/test_database.py). If it was lost, the others that
+                # sat in the pool meanwhile are suspect too: checked before their next use.
+                if driver.closed or driver.broken:
+                    self._idle_check.suspect_before = time.monotonic()
                 await greenlet_spawn(pooled.invalidate)
             else:  # the statement failed; the connection is fine
                 await driver.set_autocommit(False)
@@ -310,6 +439,8 @@ class Database:
         return prepared if prepared.direct else None
 
     async def dispose(self) -> None:
+        if self._abandoned:
+            await asyncio.wait(self._abandoned)
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -463,31 +594,176 @@ def _configure_sqlite(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN")
 
 
-IDLE_PING_SECONDS = 5.0
-"""A pooled PostgreSQL connection idle this long is pinged before use."""
+_SELECT_ONE = text("SELECT 1")
 
 
-def _ping_idle_connections(engine: AsyncEngine) -> None:
-    """``pool_pre_ping`` without its round trip on every check-out.
+@dataclass(frozen=True, slots=True)
+class DatabaseLimits:
+    """How long each database step may take; see the README's configuration table."""
 
-    A connection that came back to the pool moments ago is alive (a dead one is invalidated
-    when its statement fails, and SQLAlchemy then recycles the whole pool); one that sat
-    idle long enough for the server to have restarted or a firewall to have dropped it is
-    pinged first and replaced if the ping fails, as ``pool_pre_ping`` would.
+    connect_timeout: float = 5.0
+    timeout: float = 5.0
+    pool_timeout: float = 5.0
+    idle_check: float = 5.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> DatabaseLimits:
+        return cls(
+            connect_timeout=settings.database_connect_timeout,
+            timeout=settings.database_timeout,
+            pool_timeout=settings.database_pool_timeout,
+            idle_check=settings.database_idle_check_seconds,
+        )
+
+    def connect_args(self) -> dict[str, Any]:
+        """libpq's connect timeout (whole seconds, at least 2) and the server's own
+        ``statement_timeout``, so a statement the client gave up on does not run on."""
+        return {
+            "connect_timeout": max(2, math.ceil(self.connect_timeout)),
+            "options": f"-c statement_timeout={math.ceil(self.timeout * 1000)}",
+        }
+
+
+_Release = Callable[[asyncio.Task[Any]], Coroutine[Any, Any, None]]
+"""Told that a step was abandoned; returns what releases the step's hold once it ends."""
+
+
+class _BoundedConnection:
+    """The ``Conn`` of a PostgreSQL transaction: each statement is a bounded step.
+
+    Once a step is abandoned the connection belongs to that step's clean-up, which
+    invalidates it when the step has wound down; nothing else may touch it.
     """
 
-    @event.listens_for(engine.sync_engine, "checkin")
-    def _on_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        record.info["idle_since"] = time.monotonic()
+    __slots__ = ("_connection", "_db", "abandoned")
 
-    @event.listens_for(engine.sync_engine, "checkout")
-    def _on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
-        idle_since = record.info.get("idle_since")
-        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
-            return
-        try:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("SELECT 1")
-            cursor.close()
-        except Exception as error:
-            raise DisconnectionError("an idle pooled connection failed its ping") from error
+    def __init__(self, db: Database, connection: AsyncConnection) -> None:
+        self._db = db
+        self._connection = connection
+        self.abandoned = False
+
+    async def run(self, work: Coroutine[Any, Any, _T]) -> _T:
+        if self.abandoned:
+            work.close()
+            raise DatabaseUnavailable("the connection was abandoned by an earlier step")
+        return await self._db._bounded(work, on_abandon=self._abandoned)
+
+    def _abandoned(self, step: asyncio.Task[Any]) -> Coroutine[Any, Any, None]:
+        self.abandoned = True
+        return self._invalidate()
+
+    async def _invalidate(self) -> None:
+        await self._connection.invalidate()
+        await self._connection.close()
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> AnyResult:
+        return await self.run(self._connection.execute(statement, parameters))
+
+    async def exec_driver_sql(self, statement: str, parameters: Any = None) -> AnyResult:
+        return await self.run(self._connection.exec_driver_sql(statement, parameters))
+
+
+def _close_if_started(connection: AsyncConnection) -> _Release:
+    async def close(step: asyncio.Task[Any]) -> None:
+        if not step.cancelled() and step.exception() is None:
+            await connection.close()
+
+    def release(step: asyncio.Task[Any]) -> Coroutine[Any, Any, None]:
+        return close(step)
+
+    return release
+
+
+class _Health:
+    """Whether the database answered last: one log line when it goes, one when it is back,
+    instead of a traceback per request."""
+
+    __slots__ = ("_lost_at",)
+
+    def __init__(self) -> None:
+        self._lost_at: float | None = None
+
+    def lost(self, reason: str) -> DatabaseUnavailable:
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
+            log.warning("database unavailable", reason=reason)
+        return DatabaseUnavailable(f"the database is unavailable: {reason}")
+
+    def answered(self) -> None:
+        if self._lost_at is not None:
+            seconds = time.monotonic() - self._lost_at
+            self._lost_at = None
+            log.info("database available again", unavailable_seconds=round(seconds, 3))
+
+
+_UNAVAILABLE_SQLSTATES = frozenset({"25006", "57014", "57P01", "57P02", "57P03", "53300"})
+"""Read-only transaction (a standby after failover), statement timeout, administrator or
+crash shutdown, cannot connect now (starting up, in recovery), too many connections."""
+
+
+def unavailability(error: BaseException) -> str | None:
+    """Why ``error`` means the database can't serve now, or ``None`` if it means something
+    else (a constraint, a bug)."""
+    if isinstance(error, DatabaseUnavailable):
+        return error.detail
+    if isinstance(error, PoolTimeout):
+        return "no pooled connection came free in time"
+    if isinstance(error, DisconnectionError):
+        return "connections to the database keep failing"
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return "the connection to the database was lost"
+        error = error.orig if error.orig is not None else error
+    if isinstance(error, psycopg.Error):
+        if isinstance(error, psycopg.InterfaceError) or (
+            isinstance(error, psycopg.OperationalError) and error.sqlstate is None
+        ):
+            return _first_line(error)
+        if error.sqlstate is not None and (
+            error.sqlstate in _UNAVAILABLE_SQLSTATES or error.sqlstate.startswith("08")
+        ):
+            return _first_line(error)
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    text_ = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text_[0] if text_ else ''}".rstrip(": ")
+
+
+class _IdleCheck:
+    """``pool_pre_ping`` without its round trip on every check-out.
+
+    A connection that came back to the pool moments ago is alive; one that sat idle for
+    ``idle_seconds`` (long enough for the server to have restarted or a firewall to have
+    dropped it), or that was idle when another connection was found dead, is pinged before
+    use and replaced if the ping fails, as ``pool_pre_ping`` would. The ping leaves the
+    connection idle, outside any transaction, as every user of the pool expects.
+    """
+
+    def __init__(self, idle_seconds: float) -> None:
+        self.idle_seconds = idle_seconds
+        self.suspect_before = 0.0
+        """Connections checked in before this moment are pinged whatever their idle time."""
+
+    def install(self, engine: AsyncEngine) -> None:
+        @event.listens_for(engine.sync_engine, "checkin")
+        def _on_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+            record.info["idle_since"] = time.monotonic()
+
+        @event.listens_for(engine.sync_engine, "checkout")
+        def _on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+            idle_since = record.info.get("idle_since")
+            if idle_since is None:
+                return
+            idle = time.monotonic() - idle_since
+            if idle < self.idle_seconds and idle_since >= self.suspect_before:
+                return
+            try:
+                cursor = dbapi_connection.cursor()
+                cursor.execute("SELECT 1")
+                cursor.close()
+                dbapi_connection.rollback()
+            except Exception as error:
+                self.suspect_before = time.monotonic()
+                raise DisconnectionError("an idle pooled connection failed its ping") from error
