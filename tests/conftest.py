@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 import httpx
 import psycopg
@@ -32,8 +34,20 @@ TEST_JWT_SECRET = "test-secret-of-at-least-thirty-two-bytes"
 
 @pytest.fixture(scope="session", autouse=True)
 def _logging() -> None:
-    """Log as the product does (structlog's defaults would render rich tracebacks)."""
-    configure_logging(Settings(database_url="sqlite://", log_format="console"))
+    """Log as the product does (structlog's defaults would render rich tracebacks), to
+    whatever standard error is at the moment of each line, so ``capsys`` sees them."""
+    configure_logging(
+        Settings(database_url="sqlite://", log_format="console"),
+        stream=cast(TextIO, _CurrentStderr()),
+    )
+
+
+class _CurrentStderr(io.TextIOBase):
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def _admin_conninfo() -> str:
