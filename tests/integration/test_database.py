@@ -26,6 +26,7 @@ from sqlalchemy.schema import CreateTable
 
 from crohooks.clock import utc_now
 from crohooks.errors import DatabaseUnavailable
+from crohooks.store import database
 from crohooks.store.database import Database, DatabaseLimits, execute_many
 from crohooks.store.migrate import migrate
 from crohooks.store.schema import api_version_pins
@@ -78,6 +79,25 @@ async def test_a_writer_waits_for_another_connections_lock_without_blocking_the_
     rows = await db.fetch(select(api_version_pins.c.client))
     assert [row.client for row in rows] == ["waiting"]
     await db.dispose()
+
+
+async def test_a_write_lock_held_too_long_elsewhere_is_unavailability(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API answers it with 503 and Retry-After, not with a 500 and a traceback."""
+    monkeypatch.setattr(database, "WRITE_LOCK_WAIT_SECONDS", 0.2)
+    db = Database(sqlite_url)
+    assert await db.fetch(select(api_version_pins)) == []
+    other = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(DatabaseUnavailable, match="write lock"):
+            await db.write_alone(
+                insert(api_version_pins).values(client="c", version="v", updated_at=utc_now())
+            )
+    finally:
+        other.close()
+        await db.dispose()
 
 
 async def test_a_lone_read_sees_every_committed_write(sqlite_url: str) -> None:

@@ -322,8 +322,13 @@ class Database:
                 return sync_conn, sync_conn.begin()
             except OperationalError as error:
                 sync_conn.close()
-                if not is_busy(error) or loop.time() + delay > deadline:
+                if not is_busy(error):
                     raise
+                if loop.time() + delay > deadline:
+                    held = f"{WRITE_LOCK_WAIT_SECONDS:g} s"
+                    raise DatabaseUnavailable(
+                        f"another process held SQLite's write lock for {held}"
+                    ) from error
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
 
