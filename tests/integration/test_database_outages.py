@@ -14,8 +14,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+import psycopg
 import pytest
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.engine import make_url
 
 from crohooks.auth.local import mint_local_token
 from crohooks.clock import utc_now
@@ -24,7 +26,13 @@ from crohooks.store.database import Database, DatabaseLimits
 from crohooks.store.migrate import migrate
 from crohooks.store.ratelimits import RateLimitCounters
 from crohooks.store.schema import api_version_pins
-from tests.conftest import api_client, fresh_postgres_database, make_settings, truncate_postgres
+from tests.conftest import (
+    POSTGRES_ADMIN_URL,
+    api_client,
+    fresh_postgres_database,
+    make_settings,
+    truncate_postgres,
+)
 from tests.support.dbproxy import DatabaseProxy, database_proxy
 
 pytestmark = pytest.mark.postgres
@@ -164,6 +172,44 @@ async def test_a_stopped_database_is_503_with_retry_after_logged_once(
     assert logged.count("database available again") == 1, logged
     assert "Traceback" not in logged
     assert "unhandled error" not in logged
+
+
+async def test_a_read_only_database_refuses_writes_with_503(outage_database: str) -> None:
+    """What a client meets after a failover to a standby that is not yet promoted."""
+    truncate_postgres(outage_database)
+    name = make_url(outage_database).database
+    services = Services.build(make_settings(outage_database))
+    try:
+        async with api_client(services) as client:
+            headers = _headers(services)
+            created = await client.post(
+                "/hooks", json={"events": ["Job"], "url": "http://127.0.0.1:9/"}, headers=headers
+            )
+            assert created.status_code == 200
+            _admin(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+            await services.db.dispose()  # new sessions take the setting
+            try:
+                hook = await client.get(f"/hooks/{created.json()['id']}", headers=headers)
+                patched = await client.patch(
+                    f"/hooks/{created.json()['id']}",
+                    json={"url": "http://127.0.0.1:10/"},
+                    headers=headers,
+                )
+                published = await client.post("/events", json=_event(), headers=headers)
+            finally:
+                _admin(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+    finally:
+        await services.aclose()
+    # Every request counts against its tenant's rate limit in the database: a write too.
+    _assert_unavailable(hook)
+    _assert_unavailable(patched)
+    _assert_unavailable(published)
+
+
+def _admin(statement: str) -> None:
+    conninfo = make_url(POSTGRES_ADMIN_URL).render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(statement)
 
 
 @dataclass(frozen=True, slots=True)
