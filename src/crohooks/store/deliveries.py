@@ -123,6 +123,9 @@ class ClaimedDelivery:
     event: str
     body: bytes
     attempts: int
+    deferrals: int
+    """How many of ``attempts`` a short ``Retry-After`` deferred (they used no retry step)."""
+    created_at: datetime
     url: str
     secret: str
     previous_secrets: tuple[str, ...]
@@ -153,6 +156,8 @@ class Outcome:
     attempt: AttemptRecord
     status: DeliveryStatus
     next_attempt_at: datetime | None
+    deferred: bool = False
+    """The attempt was a deferral: it counts in ``deferrals`` as well as in ``attempts``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,15 +390,17 @@ class DeliveryStore:
                     "b_now": now,
                 },
             )
-            bodies: dict[str, str] = {row.id: row.body for row in leased}
+            leased_rows: dict[str, Row[Any]] = {row.id: row for row in leased}
         return [
             ClaimedDelivery(
                 id=row.id,
                 tenant_id=row.tenant_id,
                 hook_id=row.hook_id,
                 event=row.event,
-                body=bodies[row.id].encode("utf-8"),
+                body=leased_rows[row.id].body.encode("utf-8"),
                 attempts=row.attempts,
+                deferrals=leased_rows[row.id].deferrals,
+                created_at=leased_rows[row.id].created_at,
                 url=row.url,
                 secret=row.secret,
                 previous_secrets=(row.previous_secret,)
@@ -433,6 +440,7 @@ class DeliveryStore:
                     "b_next": outcome.next_attempt_at,
                     "b_now": now,
                     "b_completed": now if final else None,
+                    "b_deferred": 1 if outcome.deferred else 0,
                     "b_http": outcome.attempt.http_status,
                     "b_message": outcome.attempt.message,
                 }
@@ -476,6 +484,7 @@ class DeliveryStore:
             "body": body,
             "status": (DeliveryStatus.SUCCEEDED if succeeded else DeliveryStatus.FAILED).value,
             "attempts": 1,
+            "deferrals": 0,
             "next_attempt_at": None,
             "lease_expires_at": None,
             "leased_by": None,
@@ -730,8 +739,9 @@ def _later(column: ColumnElement[Any], moment: BindParameter[Any]) -> ColumnElem
 def _due(*, first_attempts: bool, dialect: str) -> Select[Any]:
     """Due deliveries, oldest first; one query per kind so each uses its partial index.
 
-    Bodies are not read here: most candidates are not chosen, and the lease update
-    returns the bodies of those that are.
+    Bodies (and what only the retry decision needs: deferrals, creation time) are not
+    read here: most candidates are not chosen, and the lease update returns them for
+    those that are.
     """
     zero: ColumnElement[Any] = literal_column("0")
     kind = deliveries.c.attempts == zero if first_attempts else deliveries.c.attempts > zero
@@ -830,7 +840,9 @@ def _lease(ids: ColumnElement[bool]) -> Any:
             next_attempt_at=bindparam("b_expires", type_=UTCDateTime),
             updated_at=bindparam("b_now", type_=UTCDateTime),
         )
-        .returning(deliveries.c.id, deliveries.c.body)
+        .returning(
+            deliveries.c.id, deliveries.c.body, deliveries.c.deferrals, deliveries.c.created_at
+        )
     )
 
 
@@ -855,6 +867,7 @@ _RECORD_OUTCOME = (
     .values(
         status=bindparam("b_status"),
         attempts=deliveries.c.attempts + 1,
+        deferrals=deliveries.c.deferrals + bindparam("b_deferred", type_=Integer),
         next_attempt_at=bindparam("b_next", type_=UTCDateTime),
         lease_expires_at=None,
         leased_by=None,

@@ -166,6 +166,9 @@ deliveries = Table(
     Column("body", Text, nullable=False),
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
+    # The attempts among ``attempts`` that a short Retry-After deferred (migration 0004):
+    # they used no step of the retry schedule.
+    Column("deferrals", Integer, nullable=False, server_default=text("0")),
     Column("next_attempt_at", UTCDateTime),
     Column("lease_expires_at", UTCDateTime),
     Column("leased_by", String(64)),
