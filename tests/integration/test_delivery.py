@@ -14,10 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 from standardwebhooks import Webhook
 
 from crohooks.delivery.worker import DeliveryWorker
 from crohooks.services import Services
+from crohooks.store.schema import deliveries
 from tests.conftest import api_client, make_settings
 from tests.support.receiver import Receiver, Reply
 
@@ -191,6 +193,41 @@ async def test_retry_after_is_respected(database_url: str, auth: Auth) -> None:
         first, second = await receiver.wait_for_requests(2, timeout=10)
         await wait_until(lambda: _status_is(env, auth, hook_id, "succeeded"))
     assert second.received_at - first.received_at >= 1.9
+
+
+async def test_a_short_retry_after_does_not_use_up_the_schedule(
+    database_url: str, auth: Auth
+) -> None:
+    """Issue 11: a receiver throttling with ``Retry-After: 1`` for more requests than the
+    schedule has attempts still gets the delivery once it recovers, and the throttled
+    attempts spent none of the schedule's retries."""
+    throttled = 5  # the schedule below allows 4 attempts
+    async with Receiver() as receiver, running(database_url, retry_schedule="3,3,3") as env:
+        receiver.enqueue(*[Reply(429, headers={"Retry-After": "1"})] * throttled)
+        hook_id = await make_hook(env, auth, receiver.url, ["Job"])
+        await publish(env, auth, "Job", {})
+        requests = await receiver.wait_for_requests(throttled + 1, timeout=20)
+        await wait_until(lambda: _status_is(env, auth, hook_id, "succeeded"))
+        [delivery_id] = {r.header("X-Cro-Delivery") for r in requests}
+        detail = (
+            await env.client.get(f"/hooks/{hook_id}/deliveries/{delivery_id}", headers=auth())
+        ).json()
+        async with env.services.db.read() as conn:
+            stored = (
+                await conn.execute(
+                    select(deliveries.c.attempts, deliveries.c.deferrals).where(
+                        deliveries.c.id == delivery_id
+                    )
+                )
+            ).one()
+    assert len(requests) == throttled + 1
+    assert [a["http_status"] for a in detail["attempts"]] == [429] * throttled + [200]
+    assert [a["number"] for a in detail["attempts"]] == list(range(1, throttled + 2))
+    assert detail["attempt_count"] == throttled + 1
+    # Every throttled attempt was a deferral: only the successful one used a step.
+    assert (stored.attempts, stored.deferrals) == (throttled + 1, throttled)
+    gaps = [b.received_at - a.received_at for a, b in itertools.pairwise(requests)]
+    assert all(gap >= 0.9 for gap in gaps)
 
 
 async def test_a_slow_hook_does_not_hold_back_others(database_url: str, auth: Auth) -> None:
