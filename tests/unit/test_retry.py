@@ -183,7 +183,7 @@ def test_no_deferrals_when_the_cap_is_zero() -> None:
 
 
 def test_deferrals_stay_within_the_schedules_span_from_creation() -> None:
-    # Default schedule: 99,365 s (about 27.6 h) from the delivery's creation.
+    # Default schedule: 99,305 s (about 27.6 h) from the delivery's creation.
     budget = DEFAULT.budget
     created = NOW - budget + timedelta(seconds=10)
     inside = decide(
