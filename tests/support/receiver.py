@@ -8,6 +8,7 @@ request it gets and answers what the test tells it to::
         receiver.enqueue(503, Reply(302, headers={"Location": "/x"}))  # the next two first
         receiver.respond_with(lambda request: Reply(200 if request.body else 400))
         receiver.respond(200, delay=30)            # stall: answer after 30 s (or at close)
+        receiver.enqueue(Reply(reset=True))        # reset the connection instead of answering
         ...                                        # POST to receiver.url
         [request] = await receiver.wait_for_requests(1)
         assert receiver.connections_accepted == 1
@@ -24,6 +25,7 @@ import errno
 import ipaddress
 import socket
 import ssl
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -45,6 +47,8 @@ class Reply:
     body: bytes = b""
     delay: float = 0.0
     """Seconds to stall before answering; a closing receiver stops stalling."""
+    reset: bool = False
+    """Answer nothing: after any delay, reset the connection (a TCP RST, not a FIN)."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +203,24 @@ class Receiver:
                     await self._closing.wait()
             except TimeoutError:
                 pass
+        if reply.reset:
+            _reset(request)
         return web.Response(status=reply.status, headers=dict(reply.headers), body=reply.body)
+
+
+def _reset(request: web.BaseRequest) -> None:
+    """Drop the request's connection with a RST: linger off, then close without a FIN.
+
+    The response the handler still returns is never written (aiohttp ignores a write to a
+    closed connection).
+    """
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def _always(reply: Reply) -> ReplyRule:
