@@ -77,13 +77,19 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-async def run_cli(*args: str, env: Mapping[str, str], cwd: Path, timeout: float = 60.0) -> str:
-    """Run one short ``crohooks`` command to its end; its stdout, or the test fails."""
+async def run_to_end(
+    command: Sequence[str],
+    *,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> tuple[int, bytes, bytes]:
+    """Run a short command to its end: its exit code, stdout and stderr. One that is still
+    running after ``timeout`` is killed and reaped, and ``TimeoutError`` raised."""
     process = await asyncio.create_subprocess_exec(
-        *CLI,
-        *args,
+        *command,
         cwd=cwd,
-        env=dict(env),
+        env=dict(env) if env is not None else None,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -94,10 +100,15 @@ async def run_cli(*args: str, env: Mapping[str, str], cwd: Path, timeout: float 
         if process.returncode is None:
             process.kill()
             await process.wait()
-    if process.returncode != 0:
-        pytest.fail(
-            f"crohooks {' '.join(args)} exited with {process.returncode}:\n{stderr.decode()}"
-        )
+    assert process.returncode is not None
+    return process.returncode, stdout, stderr
+
+
+async def run_cli(*args: str, env: Mapping[str, str], cwd: Path, timeout: float = 60.0) -> str:
+    """Run one short ``crohooks`` command to its end; its stdout, or the test fails."""
+    code, stdout, stderr = await run_to_end([*CLI, *args], timeout=timeout, env=env, cwd=cwd)
+    if code != 0:
+        pytest.fail(f"crohooks {' '.join(args)} exited with {code}:\n{stderr.decode()}")
     return stdout.decode()
 
 
@@ -275,16 +286,21 @@ async def query(database_url: str, sql: str, **params: Any) -> list[Row[Any]]:
         engine.dispose()
 
 
+def api_headers(token: str) -> dict[str, str]:
+    """The headers of a JSON request to the test tenant with ``token``."""
+    return {
+        "Authorization": f"Bearer {token}",
+        "x-tenant-id": str(TENANT),
+        "Content-Type": "application/json",
+    }
+
+
 class Publisher:
     """Creates hooks and publishes events over HTTP, as the platform's backend would."""
 
     def __init__(self, http: httpx.AsyncClient, token: str) -> None:
         self._http = http
-        self._headers = {
-            "Authorization": f"Bearer {token}",
-            "x-tenant-id": str(TENANT),
-            "Content-Type": "application/json",
-        }
+        self._headers = api_headers(token)
 
     async def create_hook(self, base_url: str, url: str, events: Sequence[str]) -> int:
         response = await self._http.post(
