@@ -80,12 +80,16 @@ class DatabaseProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self._writers.add(writer)  # refuse() resets it even while upstream is opening
         try:
             up_reader, up_writer = await asyncio.open_connection(*self._upstream)
         except OSError:
             _reset(writer)
             return
-        self._writers.update((writer, up_writer))
+        if writer not in self._writers:  # refused meanwhile
+            up_writer.close()
+            return
+        self._writers.add(up_writer)
         relays = [
             asyncio.create_task(self._pipe(reader, up_writer)),
             asyncio.create_task(self._pipe(up_reader, writer)),

@@ -1,0 +1,20 @@
+"""``open_database``: the one place where the URL picks a database and its driver."""
+
+from __future__ import annotations
+
+from crohooks.store.connector import Database, DatabaseLimits
+
+
+def open_database(url: str, limits: DatabaseLimits | None = None) -> Database:
+    """The database at ``url`` (``sqlite:///path.db`` or ``postgresql://…``), not yet
+    connected: connections open on first use."""
+    limits = limits or DatabaseLimits()
+    if url.startswith("sqlite"):
+        from crohooks.store._sqlite import SQLiteDatabase
+
+        return SQLiteDatabase(url, limits)
+    if url.startswith(("postgresql", "postgres:")):
+        from crohooks.store._postgres import PostgresDatabase
+
+        return PostgresDatabase(url, limits)
+    raise ValueError("the database URL must start with sqlite:// or postgresql://")
