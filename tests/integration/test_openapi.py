@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from crohooks.api.openapi import OPERATIONS
+from crohooks.api.models import CreateWebhookModel, PublishEventModel
+from crohooks.api.openapi import IDEMPOTENCY_KEY_SCHEMA, OPERATIONS, URL_SCHEMA
 from crohooks.services import Services
 from tests.support.delivery import deliver_until_idle
 from tests.support.receiver import Receiver
@@ -188,3 +192,90 @@ async def test_real_responses_match_the_document(
     assert {(method, template) for method, template, _ in seen} == {
         (op.method, op.path) for op in OPERATIONS
     }
+
+
+def _field(document: dict[str, Any], model: str, name: str) -> dict[str, Any]:
+    field: dict[str, Any] = document["components"]["schemas"][model]["properties"][name]
+    return field
+
+
+def _documented(field: dict[str, Any], value: str) -> bool:
+    """Whether a string satisfies a documented string field.
+
+    The patterns are anchored at both ends, so JSON Schema's search (ECMA-262, whose ``$``
+    is the very end) agrees with Python's ``fullmatch`` (Python's ``$`` would also match
+    before a final newline).
+    """
+    return (
+        field.get("minLength", 0) <= len(value) <= field.get("maxLength", len(value))
+        and re.fullmatch(field["pattern"], value) is not None
+    )
+
+
+HOOK_URLS = [
+    pytest.param("https://" + "a" * 63 + ".example/", 200, id="label-of-63"),
+    pytest.param("https://" + "a" * 64 + ".example/", 400, id="label-of-64"),
+    pytest.param("https://a.example." + "b" * 64, 400, id="last-label-of-64"),
+    pytest.param("https://a..example/", 400, id="empty-label"),
+    pytest.param("https://.a.example/", 400, id="leading-dot"),
+    pytest.param("https://a.example.:65535/x?y#z", 200, id="trailing-dot-and-top-port"),
+    pytest.param("https://a.example:0/", 400, id="port-0"),
+    pytest.param("https://a.example:65536/", 400, id="port-65536"),
+    pytest.param("https://a.example:http/", 400, id="port-not-a-number"),
+    pytest.param("https://[2001:db8::1]:8443/hook", 200, id="ipv6"),
+    pytest.param("https://[::ffff:192.0.2.1]/", 200, id="ipv6-with-ipv4"),
+    pytest.param("https://[192.0.2.1]/", 400, id="ipv4-in-brackets"),
+    pytest.param("https://[2001:db8::1/", 400, id="unclosed-bracket"),
+    pytest.param("http://93.184.215.14/hook", 200, id="ipv4"),
+]
+
+
+@pytest.mark.parametrize(("url", "status"), HOOK_URLS)
+async def test_the_documented_hook_url_is_what_the_server_takes(
+    client: httpx.AsyncClient, auth: Auth, url: str, status: int
+) -> None:
+    field = _field(await _document(client), "CreateWebhookModel", "url")
+    response = await client.post(
+        "/hooks", json={"events": ["Job"], "url": url}, headers=auth(roles=["Admin"])
+    )
+    assert response.status_code == status, response.text
+    assert _documented(field, url) is (status == 200)
+
+
+@pytest.mark.parametrize(
+    ("key", "status"),
+    [("order-4711", 202), ("a\u0000b", 400), ("\u0000", 400)],
+    ids=["plain", "nul-inside", "nul-alone"],
+)
+async def test_the_documented_idempotency_key_is_what_the_server_takes(
+    client: httpx.AsyncClient, auth: Auth, key: str, status: int
+) -> None:
+    field = _field(await _document(client), "PublishEventModel", "idempotency_key")
+    response = await client.post(
+        "/events",
+        json={"event": "Job", "data": {}, "idempotency_key": key},
+        headers=auth(roles=["System"]),
+    )
+    assert response.status_code == status, response.text
+    assert _documented(field, key) is (status == 202)
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(
+    url=st.from_regex(URL_SCHEMA["pattern"], fullmatch=True).filter(
+        lambda url: _documented(URL_SCHEMA, url)
+    )
+)
+def test_every_documented_hook_url_passes_the_server_s_checks(url: str) -> None:
+    """What the body model of POST /hooks runs on the field: the server's own check."""
+    CreateWebhookModel.model_validate({"events": [], "url": url})
+
+
+@settings(max_examples=200, derandomize=True, database=None, deadline=None)
+@given(
+    key=st.from_regex(IDEMPOTENCY_KEY_SCHEMA["pattern"], fullmatch=True).filter(
+        lambda key: _documented(IDEMPOTENCY_KEY_SCHEMA, key)
+    )
+)
+def test_every_documented_idempotency_key_passes_the_server_s_checks(key: str) -> None:
+    PublishEventModel.model_validate({"event": "Job", "data": {}, "idempotency_key": key})

@@ -217,14 +217,43 @@ _RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     RecoverResultModel,
 )
 
-_URL = {
+# The host of a hook URL as the server takes it (hooks/rules.py, check_url): a name whose
+# dot-separated labels have 1 to 63 characters, or a bracketed IPv6 address (RFC 3986's
+# grammar); then an optional port from 1 to 65535. Names are written in ASCII here (an
+# internationalised name in its xn-- form): the 63 characters count after IDNA encoding,
+# which no pattern can check on the Unicode form.
+_LABEL = "[0-9A-Za-z_-]{1,63}"
+_H16 = "[0-9A-Fa-f]{1,4}"
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_LS32 = f"(?:{_H16}:{_H16}|{_OCTET}(?:\\.{_OCTET}){{3}})"
+_IPV6 = "|".join(
+    (
+        f"(?:{_H16}:){{6}}{_LS32}",
+        f"::(?:{_H16}:){{5}}{_LS32}",
+        f"(?:{_H16})?::(?:{_H16}:){{4}}{_LS32}",
+        f"(?:(?:{_H16}:){{0,1}}{_H16})?::(?:{_H16}:){{3}}{_LS32}",
+        f"(?:(?:{_H16}:){{0,2}}{_H16})?::(?:{_H16}:){{2}}{_LS32}",
+        f"(?:(?:{_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}",
+        f"(?:(?:{_H16}:){{0,4}}{_H16})?::{_LS32}",
+        f"(?:(?:{_H16}:){{0,5}}{_H16})?::{_H16}",
+        f"(?:(?:{_H16}:){{0,6}}{_H16})?::",
+    )
+)
+_PORT = "(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+URL_SCHEMA: dict[str, Any] = {
     "type": "string",
     "minLength": 1,
     "maxLength": MAX_URL_LENGTH,
     "pattern": (
-        "^[Hh][Tt][Tt][Pp][Ss]?://[^@/?#\\s\\u0000-\\u001f]+(?:[/?#][^\\s\\u0000-\\u001f]*)?$"
+        f"^[Hh][Tt][Tt][Pp][Ss]?://(?:{_LABEL}(?:\\.{_LABEL})*\\.?|\\[(?:{_IPV6})\\])"
+        f"(?::{_PORT})?(?:[/?#][^\\s\\u0000-\\u001f]*)?$"
     ),
-    "description": "absolute http or https URL with a host and no user-info part",
+    "description": (
+        "absolute http or https URL without a user-info part; its host a name of "
+        "dot-separated labels of 1 to 63 letters, digits, hyphens or underscores "
+        "(internationalised names in their xn-- form) or a bracketed IPv6 address; "
+        "a port, if any, from 1 to 65535"
+    ),
     "examples": ["https://example.com/hooks/cro"],
 }
 SECRET_SCHEMA = {
@@ -236,6 +265,14 @@ SECRET_SCHEMA = {
     ),
     "description": "base64 HMAC key; generated (24 random bytes) when omitted; never null",
     "examples": ["VGhlIGxhenkgYnJvd24gZG9n"],
+}
+IDEMPOTENCY_KEY_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 255,
+    "pattern": "^[^\\u0000]*$",
+    "description": "the same key within 24 h returns the first event and queues nothing; "
+    "no NUL characters",
 }
 _EVENTS = {
     "type": "array",
@@ -250,21 +287,16 @@ _TIMESTAMP_IN = {
 }
 
 _REQUEST_FIELDS: dict[str, dict[str, dict[str, Any]]] = {
-    "CreateWebhookModel": {"url": _URL, "secret": SECRET_SCHEMA, "events": _EVENTS},
+    "CreateWebhookModel": {"url": URL_SCHEMA, "secret": SECRET_SCHEMA, "events": _EVENTS},
     "UpdateWebhookModel": {
-        "url": _URL,
+        "url": URL_SCHEMA,
         "secret": SECRET_SCHEMA,
         "events": {**_EVENTS, "description": "omitted: unchanged; [] means no events"},
     },
     "PublishEventModel": {
         "event": {"type": "string", "enum": list(PUBLISHABLE_EVENTS)},
         "data": {"type": "object", "description": "any JSON object, at most 1 MiB"},
-        "idempotency_key": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 255,
-            "description": "the same key within 24 h returns the first event and queues nothing",
-        },
+        "idempotency_key": IDEMPOTENCY_KEY_SCHEMA,
     },
     "RecoverModel": {
         "since": _TIMESTAMP_IN,
