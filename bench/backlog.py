@@ -18,8 +18,9 @@ from sqlalchemy.schema import CreateIndex
 
 from bench.common import TENANT, BenchError, median, percentile
 from crohooks.clock import utc_now
+from crohooks.model import ClaimPolicy
 from crohooks.store.database import Database
-from crohooks.store.deliveries import ClaimPolicy, DeliveryStore
+from crohooks.store.deliveries import DeliveryStore
 from crohooks.store.migrate import migrate
 from crohooks.store.schema import deliveries
 

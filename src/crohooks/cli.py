@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from crohooks.auth.principal import Role
 from crohooks.clock import utc_now
 from crohooks.errors import ConfigurationError, DuplicateKey
+from crohooks.model import Tenant
 from crohooks.settings import Settings
 
 
@@ -118,7 +119,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _add_tenant(settings: Settings, args: argparse.Namespace) -> None:
     from crohooks.store.database import Database
-    from crohooks.store.tenants import Tenant, TenantRepository
+    from crohooks.store.tenants import TenantRepository
 
     if settings.is_sqlite:
         from crohooks.store.migrate import migrate

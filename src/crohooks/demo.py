@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from crohooks.auth.principal import Role
 from crohooks.clock import utc_now
 from crohooks.errors import ConfigurationError, DuplicateKey
+from crohooks.model import Tenant
 from crohooks.settings import Settings
 
 DEMO_TENANT_ID = 34
@@ -105,7 +106,7 @@ def prepare(settings: Settings) -> str:
 
 async def _ensure_demo_tenant(settings: Settings) -> None:
     from crohooks.store.database import Database
-    from crohooks.store.tenants import Tenant, TenantRepository
+    from crohooks.store.tenants import TenantRepository
 
     db = Database.for_settings(settings)
     try:

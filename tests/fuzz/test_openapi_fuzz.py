@@ -39,10 +39,9 @@ from crohooks.app import create_app
 from crohooks.auth.local import mint_local_token
 from crohooks.delivery.outbound import OutboundClient
 from crohooks.errors import OutboundError
+from crohooks.model import NewEvent, Tenant
 from crohooks.services import Services
 from crohooks.settings import Settings
-from crohooks.store.deliveries import NewEvent
-from crohooks.store.tenants import Tenant
 from tests.conftest import TEST_JWT_SECRET
 from tests.support.delivery import deliver_until_idle
 from tests.support.receiver import loopback_only_connections

@@ -12,9 +12,9 @@ import pytest
 
 from crohooks.auth.principal import Role
 from crohooks.clock import utc_now
+from crohooks.model import Tenant
 from crohooks.services import Services
 from crohooks.settings import Settings
-from crohooks.store.tenants import Tenant
 from tests.conftest import TEST_JWT_SECRET
 
 HOOK_ENDPOINTS = [

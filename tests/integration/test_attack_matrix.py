@@ -29,10 +29,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from crohooks.auth.principal import Role
+from crohooks.model import NewEvent, Tenant
 from crohooks.services import Services
 from crohooks.settings import Settings
-from crohooks.store.deliveries import NewEvent
-from crohooks.store.tenants import Tenant
 from tests.conftest import TEST_JWT_SECRET, api_client, make_settings
 from tests.support.delivery import deliver_until_idle
 from tests.support.http import serving

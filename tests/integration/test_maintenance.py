@@ -8,8 +8,8 @@ from sqlalchemy import func, select, update
 
 from crohooks.clock import utc_now
 from crohooks.delivery.worker import DeliveryWorker
+from crohooks.model import NewEvent
 from crohooks.services import Services
-from crohooks.store.deliveries import NewEvent
 from crohooks.store.hooks import HookRepository
 from crohooks.store.schema import attempts, deliveries, events
 from tests.conftest import make_settings

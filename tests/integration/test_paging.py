@@ -10,9 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from crohooks.model import NewEvent, Tenant
 from crohooks.services import Services
-from crohooks.store.deliveries import NewEvent
-from crohooks.store.tenants import Tenant
 
 Auth = Callable[..., dict[str, str]]
 HOOKS = 11

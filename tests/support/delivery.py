@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from crohooks.delivery.worker import DeliveryWorker
+from crohooks.model import DeliveryStatus
 from crohooks.services import Services
-from crohooks.store.deliveries import DeliveryStatus
 
 
 async def deliver_until_idle(services: Services, *, timeout: float = 10.0) -> None:

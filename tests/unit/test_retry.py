@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from crohooks.delivery.retry import RetryDecision, RetryPolicy, parse_retry_after
+from crohooks.model import DeliveryStatus
 from crohooks.settings import DEFAULT_RETRY_SCHEDULE, Settings
-from crohooks.store.deliveries import DeliveryStatus
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 DEFAULT = RetryPolicy(

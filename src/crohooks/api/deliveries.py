@@ -25,7 +25,7 @@ from crohooks.api.request import (
 )
 from crohooks.api.wire import CroJSONResponse
 from crohooks.errors import BadRequest, NotFound
-from crohooks.store.deliveries import DeliveryStatus
+from crohooks.model import DeliveryStatus
 
 router = APIRouter()
 _STATUSES = frozenset(status.value for status in DeliveryStatus)

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from crohooks.api.models import PublishBatchModel, PublishEventModel
 from crohooks.api.request import json_object, publisher, query_params, services, validate
 from crohooks.api.wire import CroJSONResponse
-from crohooks.store.deliveries import AcceptedEvent, NewEvent
+from crohooks.model import AcceptedEvent, NewEvent
 
 router = APIRouter()
 

@@ -9,9 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from crohooks.clock import to_cro
 from crohooks.hooks.rules import check_events, check_secret, check_url
-from crohooks.store.deliveries import Attempt, Delivery
-from crohooks.store.hooks import Hook
-from crohooks.store.tenants import Tenant
+from crohooks.model import Attempt, Delivery, Hook, Tenant
 
 HookEvent = Literal["Ping", "Customer", "CustomerLocation", "Job", "Truck"]
 

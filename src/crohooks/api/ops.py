@@ -11,7 +11,7 @@ from crohooks import metrics
 from crohooks.api.request import services
 from crohooks.api.wire import CroJSONResponse
 from crohooks.errors import DatabaseUnavailable, ServiceUnavailable
-from crohooks.store.deliveries import DeliveryStatus
+from crohooks.model import DeliveryStatus
 
 router = APIRouter(include_in_schema=False)
 

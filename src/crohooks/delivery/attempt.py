@@ -9,7 +9,7 @@ from crohooks.clock import utc_now
 from crohooks.delivery.outbound import HttpResponse, OutboundClient
 from crohooks.delivery.signing import sign_delivery
 from crohooks.errors import OutboundError
-from crohooks.store.deliveries import AttemptRecord
+from crohooks.model import AttemptRecord
 
 NO_EXCEPTION = "No exceptions raised."
 NO_RESPONSE = -1

@@ -8,7 +8,8 @@ from datetime import timedelta
 
 from crohooks.clock import utc_now
 from crohooks.errors import DuplicateKey
-from crohooks.store.deliveries import AcceptedEvent, DeliveryStore, NewEvent
+from crohooks.model import AcceptedEvent, NewEvent
+from crohooks.store.deliveries import DeliveryStore
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 

@@ -8,7 +8,8 @@ from datetime import datetime
 from crohooks.clock import utc_now
 from crohooks.errors import Conflict, NotFound
 from crohooks.hooks.service import HookService
-from crohooks.store.deliveries import Attempt, Delivery, DeliveryStatus, DeliveryStore
+from crohooks.model import Attempt, Delivery, DeliveryStatus
+from crohooks.store.deliveries import DeliveryStore
 
 
 class DeliveryLog:

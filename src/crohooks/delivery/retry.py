@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 
+from crohooks.model import DeliveryStatus
 from crohooks.settings import Settings
-from crohooks.store.deliveries import DeliveryStatus
 
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 """The statuses whose ``Retry-After`` header is honoured."""

@@ -23,16 +23,10 @@ from crohooks.delivery.attempt import send_attempt
 from crohooks.delivery.outbound import OutboundClient
 from crohooks.delivery.retry import RETRY_AFTER_STATUSES, RetryPolicy
 from crohooks.errors import DatabaseUnavailable
+from crohooks.model import ClaimedDelivery, ClaimPolicy, DeliveryStatus, Outcome
 from crohooks.settings import Settings
 from crohooks.store.database import DatabaseLimits
-from crohooks.store.deliveries import (
-    NOTIFY_CHANNEL,
-    ClaimedDelivery,
-    ClaimPolicy,
-    DeliveryStatus,
-    DeliveryStore,
-    Outcome,
-)
+from crohooks.store.deliveries import NOTIFY_CHANNEL, DeliveryStore
 
 log = structlog.get_logger("crohooks.worker")
 

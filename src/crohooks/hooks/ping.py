@@ -11,8 +11,8 @@ from crohooks.clock import to_cro, utc_now
 from crohooks.delivery.attempt import send_attempt
 from crohooks.delivery.outbound import OutboundClient
 from crohooks.hooks.service import HookService
+from crohooks.model import Hook
 from crohooks.store.deliveries import DeliveryStore, render_delivery_body
-from crohooks.store.hooks import Hook
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,8 @@ from datetime import timedelta
 from crohooks.clock import utc_now
 from crohooks.errors import Conflict, DuplicateKey, NotFound
 from crohooks.hooks.rules import generate_secret
-from crohooks.store.hooks import Hook, HookRepository
+from crohooks.model import Hook
+from crohooks.store.hooks import HookRepository
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
 from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
 
@@ -46,9 +45,20 @@ from sqlalchemy.exc import IntegrityError
 
 from crohooks.clock import to_cro
 from crohooks.errors import DuplicateKey
+from crohooks.model import (
+    AcceptedEvent,
+    Attempt,
+    AttemptRecord,
+    ClaimedDelivery,
+    ClaimPolicy,
+    Delivery,
+    DeliveryStatus,
+    Hook,
+    NewEvent,
+    Outcome,
+)
 from crohooks.store.database import Conn, Database, execute_many
 from crohooks.store.hooks import (
-    Hook,
     HookRepository,
     cancel_pending_deliveries,
     record_outcome_statement,
@@ -56,13 +66,6 @@ from crohooks.store.hooks import (
 from crohooks.store.schema import UTCDateTime, attempts, deliveries, events, hooks
 
 NOTIFY_CHANNEL = "crohooks_deliveries"
-
-
-class DeliveryStatus(StrEnum):
-    PENDING = "pending"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
 
 
 def render_delivery_body(
@@ -99,99 +102,6 @@ def render_delivery_body(
         + _json_string(timestamp)
         + "}"
     )
-
-
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    event: str
-    data: dict[str, Any]
-    idempotency_key: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AcceptedEvent:
-    event_id: str
-    hook_count: int
-    duplicate: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedDelivery:
-    id: str
-    tenant_id: int
-    hook_id: int
-    event: str
-    body: bytes
-    attempts: int
-    deferrals: int
-    """How many of ``attempts`` a short ``Retry-After`` deferred (they used no retry step)."""
-    created_at: datetime
-    url: str
-    secret: str
-    previous_secrets: tuple[str, ...]
-    leased_by: str
-    lease_expires_at: datetime
-    reclaimed: bool = False
-    """Claimed again after another lease on it ran out (its worker died or stalled)."""
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    """What one attempt sent and got back, as the delivery log shows it."""
-
-    started_at: datetime
-    duration_ms: float
-    http_status: int
-    message: str
-    request_headers: dict[str, str]
-    response_headers: Sequence[Sequence[str]] | None = None
-    response_body: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """An attempt's result and the delivery state it leads to."""
-
-    delivery: ClaimedDelivery
-    attempt: AttemptRecord
-    status: DeliveryStatus
-    next_attempt_at: datetime | None
-    deferred: bool = False
-    """The attempt was a deferral: it counts in ``deferrals`` as well as in ``attempts``."""
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    id: str
-    tenant_id: int
-    hook_id: int
-    event_id: str | None
-    event: str
-    body: str
-    status: str
-    attempts: int
-    next_attempt_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    completed_at: datetime | None
-    last_http_status: int | None
-    last_message: str | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Attempt(AttemptRecord):
-    """An attempt as read back from the log: the record, and its place in the delivery."""
-
-    number: int
-
-
-@dataclass(slots=True)
-class ClaimPolicy:
-    limit: int
-    per_hook_cap: int
-    lease: timedelta
-    worker_id: str
-    busy_hooks: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

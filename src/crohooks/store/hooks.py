@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,34 +10,9 @@ from sqlalchemy import Row, and_, bindparam, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from crohooks.errors import DuplicateKey
+from crohooks.model import Hook
 from crohooks.store.database import Conn, Database
 from crohooks.store.schema import UTCDateTime, deliveries, hooks
-
-
-@dataclass(frozen=True, slots=True)
-class Hook:
-    id: int
-    tenant_id: int
-    url: str
-    secret: str
-    events: tuple[str, ...]
-    created_at: datetime
-    updated_at: datetime
-    deleted_at: datetime | None
-    last_http_success: datetime | None
-    last_http_fail: datetime | None
-    previous_secret: str | None
-    previous_secret_until: datetime | None
-
-    @property
-    def is_deleted(self) -> bool:
-        return self.deleted_at is not None
-
-    def live_previous_secrets(self, now: datetime) -> tuple[str, ...]:
-        """Secrets replaced less than the grace period ago still sign, next to the new one."""
-        if self.previous_secret and self.previous_secret_until and now < self.previous_secret_until:
-            return (self.previous_secret,)
-        return ()
 
 
 def _hook(row: Row[Any]) -> Hook:

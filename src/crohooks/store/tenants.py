@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from crohooks.errors import DuplicateKey
+from crohooks.model import Tenant
 from crohooks.store.database import Database
 from crohooks.store.schema import tenants
-
-
-@dataclass(frozen=True, slots=True)
-class Tenant:
-    id: int
-    name: str
-    code: str
-    created_on: datetime
-    address: str | None = None
-    city: str | None = None
-    state: str | None = None
-    zip: str | None = None
-    email: str | None = None
-    phone: str | None = None
-    is_active: bool = True
-    truck_limit: int | None = None
 
 
 class TenantRepository:

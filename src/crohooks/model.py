@@ -1,0 +1,155 @@
+"""The words of the domain: tenants, hooks, events, deliveries and their attempts.
+
+Plain values, shared by every room (api, hooks, delivery, store); this module imports
+nothing of crohooks, so any room may use it without depending on another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: int
+    name: str
+    code: str
+    created_on: datetime
+    address: str | None = None
+    city: str | None = None
+    state: str | None = None
+    zip: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    is_active: bool = True
+    truck_limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hook:
+    id: int
+    tenant_id: int
+    url: str
+    secret: str
+    events: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+    last_http_success: datetime | None
+    last_http_fail: datetime | None
+    previous_secret: str | None
+    previous_secret_until: datetime | None
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    def live_previous_secrets(self, now: datetime) -> tuple[str, ...]:
+        """Secrets replaced less than the grace period ago still sign, next to the new one."""
+        if self.previous_secret and self.previous_secret_until and now < self.previous_secret_until:
+            return (self.previous_secret,)
+        return ()
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    event: str
+    data: dict[str, Any]
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedEvent:
+    event_id: str
+    hook_count: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    id: str
+    tenant_id: int
+    hook_id: int
+    event: str
+    body: bytes
+    attempts: int
+    deferrals: int
+    """How many of ``attempts`` a short ``Retry-After`` deferred (they used no retry step)."""
+    created_at: datetime
+    url: str
+    secret: str
+    previous_secrets: tuple[str, ...]
+    leased_by: str
+    lease_expires_at: datetime
+    reclaimed: bool = False
+    """Claimed again after another lease on it ran out (its worker died or stalled)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """What one attempt sent and got back, as the delivery log shows it."""
+
+    started_at: datetime
+    duration_ms: float
+    http_status: int
+    message: str
+    request_headers: dict[str, str]
+    response_headers: Sequence[Sequence[str]] | None = None
+    response_body: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """An attempt's result and the delivery state it leads to."""
+
+    delivery: ClaimedDelivery
+    attempt: AttemptRecord
+    status: DeliveryStatus
+    next_attempt_at: datetime | None
+    deferred: bool = False
+    """The attempt was a deferral: it counts in ``deferrals`` as well as in ``attempts``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: str
+    tenant_id: int
+    hook_id: int
+    event_id: str | None
+    event: str
+    body: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    last_http_status: int | None
+    last_message: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt(AttemptRecord):
+    """An attempt as read back from the log: the record, and its place in the delivery."""
+
+    number: int
+
+
+@dataclass(slots=True)
+class ClaimPolicy:
+    limit: int
+    per_hook_cap: int
+    lease: timedelta
+    worker_id: str
+    busy_hooks: dict[int, int] = field(default_factory=dict)
