@@ -123,6 +123,7 @@ class SQLiteDatabase:
         self._reader: sqlite3.Connection | None = None
         self._shared: sqlite3.Connection | None = None  # the one connection of :memory:
         self._work = asyncio.Event()
+        self._listening: asyncio.AbstractEventLoop | None = None
 
     # -- connections ------------------------------------------------------------------
 
@@ -232,20 +233,24 @@ class SQLiteDatabase:
             return await transaction.fetch(statement, params)
 
     async def wait_for_work(self, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        event = asyncio.Event()
-        _WAKEUPS.add(self.path, loop, event)
+        if self._listening is None:
+            # Registered once: work announced between two waits is not lost.
+            self._listening = asyncio.get_running_loop()
+            _WAKEUPS.add(self.path, self._listening, self._work)
         try:
-            await asyncio.wait_for(event.wait(), timeout=seconds)
+            await asyncio.wait_for(self._work.wait(), timeout=seconds)
         except TimeoutError:
             return
         finally:
-            _WAKEUPS.remove(self.path, loop, event)
+            self._work.clear()
 
     async def check(self, *, within: float) -> None:
         await self.fetch(_SELECT_ONE)
 
     async def dispose(self) -> None:
+        if self._listening is not None:
+            _WAKEUPS.remove(self.path, self._listening, self._work)
+            self._listening = None
         for connection in self._idle:
             connection.close()
         self._idle.clear()
