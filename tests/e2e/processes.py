@@ -31,7 +31,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Row
 from sqlalchemy.pool import NullPool
 
-from crohooks.store.database import sync_url
+from crohooks.store.migrate import sync_url
 from tests.conftest import TEST_JWT_SECRET
 
 CLI = (sys.executable, "-m", "crohooks.cli")

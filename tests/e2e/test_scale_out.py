@@ -18,15 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from sqlalchemy import text
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
-from crohooks.store.database import async_url
+from crohooks.store.connect import conninfo_of
 from tests.conftest import fresh_postgres_database
 from tests.e2e.processes import (
     Api,
@@ -136,30 +134,24 @@ class ScaleOutRun:
 
 async def watch_leases(database_url: str, leases: Leases, stop: asyncio.Event) -> None:
     """Poll the leases held (by which worker, on which hook) until ``stop``."""
-    engine = create_async_engine(async_url(database_url), poolclass=NullPool)
-    try:
-        async with engine.connect() as conn:
-            while not stop.is_set():
-                rows = await conn.execute(
-                    text(
-                        "SELECT hook_id, leased_by FROM deliveries"
-                        " WHERE status = 'pending' AND leased_by IS NOT NULL"
-                    )
-                )
-                await conn.commit()
-                per_hook: Counter[int] = Counter()
-                for row in rows:
-                    leases.holders.add(row.leased_by)
-                    per_hook[row.hook_id] += 1
-                for hook_id, count in per_hook.items():
-                    leases.most_per_hook[hook_id] = max(leases.most_per_hook[hook_id], count)
-                try:
-                    async with asyncio.timeout(0.05):
-                        await stop.wait()
-                except TimeoutError:
-                    pass
-    finally:
-        await engine.dispose()
+    conn = await psycopg.AsyncConnection.connect(conninfo_of(database_url), autocommit=True)
+    async with conn:
+        while not stop.is_set():
+            cursor = await conn.execute(
+                "SELECT hook_id, leased_by FROM deliveries"
+                " WHERE status = 'pending' AND leased_by IS NOT NULL"
+            )
+            per_hook: Counter[int] = Counter()
+            for hook_id, leased_by in await cursor.fetchall():
+                leases.holders.add(leased_by)
+                per_hook[hook_id] += 1
+            for hook_id, count in per_hook.items():
+                leases.most_per_hook[hook_id] = max(leases.most_per_hook[hook_id], count)
+            try:
+                async with asyncio.timeout(0.05):
+                    await stop.wait()
+            except TimeoutError:
+                pass
 
 
 async def wait_until_delivered(

@@ -15,8 +15,7 @@ from sqlalchemy import create_engine, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
-from crohooks.store.database import sync_url
-from crohooks.store.migrate import alembic_config, migrate
+from crohooks.store.migrate import alembic_config, migrate, sync_url
 from crohooks.store.schema import metadata, tenants
 from tests.conftest import fresh_postgres_database
 

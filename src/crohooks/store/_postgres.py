@@ -37,6 +37,7 @@ from psycopg.types.datetime import (
 )
 
 from crohooks.errors import DatabaseUnavailable, DuplicateKey
+from crohooks.store.connect import conninfo_of
 from crohooks.store.connector import (
     DatabaseLimits,
     Dialect,
@@ -122,12 +123,6 @@ def _adapt(conn: psycopg.AsyncConnection[Any]) -> None:
     conn.adapters.register_dumper(datetime, _UTCBinaryDumper)
     conn.adapters.register_loader("timestamp", _UTCLoader)
     conn.adapters.register_loader("timestamp", _UTCBinaryLoader)
-
-
-def conninfo_of(url: str) -> str:
-    """A libpq connection string from an SQLAlchemy-style URL (``postgresql+psycopg://``)."""
-    scheme, sep, rest = url.partition("://")
-    return "postgresql://" + rest if sep and scheme.startswith("postgres") else url
 
 
 class PostgresDatabase:

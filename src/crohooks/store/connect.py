@@ -5,6 +5,12 @@ from __future__ import annotations
 from crohooks.store.connector import Database, DatabaseLimits
 
 
+def conninfo_of(url: str) -> str:
+    """A libpq connection string from a database URL (``postgresql+psycopg://`` too)."""
+    scheme, sep, rest = url.partition("://")
+    return "postgresql://" + rest if sep and scheme.startswith("postgres") else url
+
+
 def open_database(url: str, limits: DatabaseLimits | None = None) -> Database:
     """The database at ``url`` (``sqlite:///path.db`` or ``postgresql://…``), not yet
     connected: connections open on first use."""

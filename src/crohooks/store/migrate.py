@@ -7,9 +7,15 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from crohooks.store.database import sync_url
-
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def sync_url(url: str) -> str:
+    """The operator's URL as SQLAlchemy's for Alembic (PostgreSQL through psycopg 3)."""
+    for prefix in ("postgresql+psycopg:", "postgresql:", "postgres:"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg:" + url.removeprefix(prefix)
+    return url
 
 
 def alembic_config(database_url: str) -> Config:
