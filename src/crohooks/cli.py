@@ -118,14 +118,15 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _add_tenant(settings: Settings, args: argparse.Namespace) -> None:
-    from crohooks.store.database import Database
+    from crohooks.store.connect import open_database
+    from crohooks.store.connector import DatabaseLimits
     from crohooks.store.tenants import TenantRepository
 
     if settings.is_sqlite:
         from crohooks.store.migrate import migrate
 
         migrate(settings.database_url)
-    db = Database.for_settings(settings)
+    db = open_database(settings.database_url, DatabaseLimits.of(settings))
     try:
         await TenantRepository(db).add(
             Tenant(

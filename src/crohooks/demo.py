@@ -105,10 +105,11 @@ def prepare(settings: Settings) -> str:
 
 
 async def _ensure_demo_tenant(settings: Settings) -> None:
-    from crohooks.store.database import Database
+    from crohooks.store.connect import open_database
+    from crohooks.store.connector import DatabaseLimits
     from crohooks.store.tenants import TenantRepository
 
-    db = Database.for_settings(settings)
+    db = open_database(settings.database_url, DatabaseLimits.of(settings))
     try:
         await TenantRepository(db).add(
             Tenant(

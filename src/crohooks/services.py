@@ -14,7 +14,9 @@ from crohooks.hooks.ping import PingService
 from crohooks.hooks.service import HookService
 from crohooks.ratelimit import DatabaseRateLimiter, MemoryRateLimiter, RateLimiter
 from crohooks.settings import Settings
-from crohooks.store.database import Database
+from crohooks.store.connect import open_database
+from crohooks.store.connector import Database, DatabaseLimits
+from crohooks.store.database import Database as LegacyDatabase
 from crohooks.store.deliveries import DeliveryStore
 from crohooks.store.hooks import HookRepository
 from crohooks.store.ratelimits import RateLimitCounters
@@ -26,6 +28,8 @@ from crohooks.store.versions import VersionPinRepository
 class Services:
     settings: Settings
     db: Database
+    legacy: LegacyDatabase
+    """The SQLAlchemy database, for the repositories not yet on ``db`` (hooks, deliveries)."""
     verifier: TokenVerifier
     hooks: HookService
     tenants: TenantRepository
@@ -41,16 +45,18 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
-        db = Database.for_settings(settings)
+        db = open_database(settings.database_url, DatabaseLimits.of(settings))
+        legacy = LegacyDatabase.for_settings(settings)
         hooks = HookService(
-            HookRepository(db), secret_grace=timedelta(seconds=settings.secret_grace_seconds)
+            HookRepository(legacy), secret_grace=timedelta(seconds=settings.secret_grace_seconds)
         )
-        deliveries = DeliveryStore(db)
+        deliveries = DeliveryStore(legacy)
         outbound = OutboundClient(settings)
         wakeup = asyncio.Event()
         return cls(
             settings=settings,
             db=db,
+            legacy=legacy,
             verifier=build_verifier(settings),
             hooks=hooks,
             tenants=TenantRepository(db),
@@ -62,7 +68,7 @@ class Services:
             delivery_log=DeliveryLog(hooks, deliveries, wakeup),
             delivery_wakeup=wakeup,
             rate_limiter=MemoryRateLimiter()
-            if db.is_sqlite
+            if db.dialect == "sqlite"
             else DatabaseRateLimiter(RateLimitCounters(db)),
         )
 
@@ -70,3 +76,4 @@ class Services:
         await self.outbound.aclose()
         await self.verifier.aclose()
         await self.db.dispose()
+        await self.legacy.dispose()

@@ -212,7 +212,7 @@ async def test_a_short_retry_after_does_not_use_up_the_schedule(
         detail = (
             await env.client.get(f"/hooks/{hook_id}/deliveries/{delivery_id}", headers=auth())
         ).json()
-        async with env.services.db.read() as conn:
+        async with env.services.legacy.read() as conn:
             stored = (
                 await conn.execute(
                     select(deliveries.c.attempts, deliveries.c.deferrals).where(

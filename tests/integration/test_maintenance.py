@@ -32,7 +32,7 @@ async def test_a_hook_failing_for_days_is_deactivated(database_url: str) -> None
         fresh = await services.hooks.create(
             34, url="https://n.example", events=("Job",), secret=None, field="x"
         )
-        async with services.db.write() as conn:
+        async with services.legacy.write() as conn:
             for hook in (failing, recovering):
                 await HookRepository.record_outcome(
                     conn, 34, hook.id, succeeded=False, at=now - timedelta(days=3)
@@ -51,7 +51,7 @@ async def test_a_hook_failing_for_days_is_deactivated(database_url: str) -> None
         assert (await services.hooks.get(34, failing.id)).is_deleted
         assert not (await services.hooks.get(34, recovering.id)).is_deleted
         assert not (await services.hooks.get(34, fresh.id)).is_deleted
-        async with services.db.read() as conn:
+        async with services.legacy.read() as conn:
             rows = await conn.execute(select(deliveries.c.hook_id, deliveries.c.status))
             by_hook = {hook_id: status for hook_id, status in rows}
         assert by_hook[failing.id] == "cancelled"
@@ -80,7 +80,7 @@ async def test_old_finished_deliveries_are_purged(database_url: str) -> None:
             now=now - timedelta(days=1),
             idempotency_window=window,
         )
-        async with services.db.write() as conn:
+        async with services.legacy.write() as conn:
             await conn.execute(update(deliveries).values(status="succeeded"))
         await services.deliveries.accept(
             34,
@@ -89,7 +89,7 @@ async def test_old_finished_deliveries_are_purged(database_url: str) -> None:
             idempotency_window=window,
         )
         await _worker(services).maintain()
-        async with services.db.read() as conn:
+        async with services.legacy.read() as conn:
             left = (await conn.execute(select(func.count()).select_from(deliveries))).scalar()
             left_events = (await conn.execute(select(func.count()).select_from(events))).scalar()
             left_attempts = (

@@ -2,16 +2,39 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
-from typing import Any
-
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 
 from crohooks.errors import DuplicateKey
 from crohooks.model import Tenant
-from crohooks.store.database import Database
-from crohooks.store.schema import tenants
+from crohooks.store.connector import Database, Statement
+
+_ADD = Statement.shared(
+    "tenant_add",
+    "INSERT INTO tenants"
+    " (id, name, code, address, city, state, zip, email, phone, is_active, truck_limit,"
+    " created_on)"
+    " VALUES (:id, :name, :code, :address, :city, :state, :zip, :email, :phone, :is_active,"
+    " :truck_limit, :created_on)",
+)
+# The grant list is a JSON array on SQLite (``ids_json``), an array on PostgreSQL (``ids``).
+_COUNT_GRANTED = Statement(
+    "tenants_count_granted",
+    sqlite="SELECT count(*) AS total FROM tenants"
+    " WHERE id IN (SELECT value FROM json_each(:ids_json))",
+    postgresql="SELECT count(*) AS total FROM tenants WHERE id = ANY(%(ids)s)",
+)
+_PAGE_GRANTED = Statement(
+    "tenants_page_granted",
+    sqlite="SELECT id, name, code, address, city, state, zip, email, phone, is_active,"
+    " truck_limit, created_on FROM tenants"
+    " WHERE id IN (SELECT value FROM json_each(:ids_json))"
+    " ORDER BY id LIMIT :limit OFFSET :offset",
+    postgresql="SELECT id, name, code, address, city, state, zip, email, phone, is_active,"
+    " truck_limit, created_on FROM tenants"
+    " WHERE id = ANY(%(ids)s)"
+    " ORDER BY id LIMIT %(limit)s OFFSET %(offset)s",
+)
 
 
 class TenantRepository:
@@ -19,10 +42,10 @@ class TenantRepository:
         self._db = db
 
     async def add(self, tenant: Tenant) -> Tenant:
+        values = {name: getattr(tenant, name) for name in Tenant.__dataclass_fields__}
         try:
-            async with self._db.write() as conn:
-                await conn.execute(tenants.insert().values(**_values(tenant)))
-        except IntegrityError as error:
+            await self._db.write_alone(_ADD, values)
+        except DuplicateKey as error:
             raise DuplicateKey(f"tenant {tenant.id} already exists") from error
         return tenant
 
@@ -33,14 +56,9 @@ class TenantRepository:
         ids = sorted(granted)
         if not ids:
             return [], 0
-        condition = tenants.c.id.in_(ids)
+        params = {"ids": ids, "ids_json": json.dumps(ids), "limit": limit, "offset": offset}
         async with self._db.read() as conn:
-            total = (await conn.execute(select(func.count()).where(condition))).scalar_one()
-            rows = await conn.execute(
-                select(tenants).where(condition).order_by(tenants.c.id).limit(limit).offset(offset)
-            )
-            return [Tenant(**row._mapping) for row in rows], total
-
-
-def _values(tenant: Tenant) -> dict[str, Any]:
-    return {name: getattr(tenant, name) for name in Tenant.__dataclass_fields__}
+            (counted,) = await conn.fetch(_COUNT_GRANTED, params)
+            rows = await conn.fetch(_PAGE_GRANTED, params)
+        total: int = counted["total"]
+        return [Tenant(**row) for row in rows], total

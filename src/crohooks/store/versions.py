@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
+from crohooks.store.connector import Database, Statement
 
-from crohooks.store.database import Database
-from crohooks.store.schema import api_version_pins
-
-_PIN = select(api_version_pins.c.version).where(api_version_pins.c.client == bindparam("client"))
+_PIN = Statement.shared(
+    "version_pin", "SELECT version FROM api_version_pins WHERE client = :client"
+)
+_SET_PIN = Statement.shared(
+    "version_pin_set",
+    "INSERT INTO api_version_pins (client, version, updated_at) VALUES (:client, :version, :now)"
+    " ON CONFLICT (client) DO UPDATE"
+    " SET version = excluded.version, updated_at = excluded.updated_at",
+)
 
 
 class VersionPinRepository:
@@ -23,14 +27,14 @@ class VersionPinRepository:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._known: dict[str, str | None] | None = {} if db.is_sqlite else None
+        self._known: dict[str, str | None] | None = {} if db.dialect == "sqlite" else None
 
     async def get(self, client: str) -> str | None:
         known = self._known
         if known is not None and client in known:
             return known[client]
         rows = await self._db.fetch(_PIN, {"client": client})
-        version: str | None = rows[0].version if rows else None
+        version: str | None = rows[0]["version"] if rows else None
         if known is not None:
             if len(known) >= 10_000:
                 known.clear()
@@ -39,21 +43,6 @@ class VersionPinRepository:
 
     async def pin(self, client: str, version: str, *, now: datetime) -> None:
         """Remember the version a client named; of two concurrent pins the last one wins."""
-        values = {"client": client, "version": version, "updated_at": now}
-        changes = {"version": version, "updated_at": now}
-        key = [api_version_pins.c.client]
-        async with self._db.write() as conn:
-            if self._db.dialect == "postgresql":
-                await conn.execute(
-                    postgresql.insert(api_version_pins)
-                    .values(**values)
-                    .on_conflict_do_update(index_elements=key, set_=changes)
-                )
-            else:
-                await conn.execute(
-                    sqlite.insert(api_version_pins)
-                    .values(**values)
-                    .on_conflict_do_update(index_elements=key, set_=changes)
-                )
+        await self._db.write_alone(_SET_PIN, {"client": client, "version": version, "now": now})
         if self._known is not None:
             self._known[client] = version
