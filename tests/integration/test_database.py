@@ -115,10 +115,9 @@ async def test_sqlite_stores_datetimes_as_sqlalchemy_does(sqlite_url: str) -> No
                 insert(api_version_pins), [{"client": "orm", "version": "v", "updated_at": moment}]
             )
         async with db.write() as conn:
-            written = await conn.execute_many(
+            await conn.execute_many(
                 PIN, [{"client": "batch", "at": moment}, {"client": "elsewhere", "at": elsewhere}]
             )
-        assert written == 2
         raw = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
         stored = dict(raw.execute("SELECT client, updated_at FROM api_version_pins").fetchall())
         raw.close()

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import psycopg
-import psycopg.errors
-import psycopg_pool
+import asyncpg
+import asyncpg.exceptions as pg
 import pytest
 
 from crohooks.store._postgres import unavailability
@@ -13,16 +12,17 @@ from crohooks.store._postgres import unavailability
 @pytest.mark.parametrize(
     "error",
     [
-        psycopg.OperationalError("connection refused"),
-        psycopg.OperationalError("server closed the connection unexpectedly"),
-        psycopg.InterfaceError("the connection is closed"),
-        psycopg.errors.CannotConnectNow("the database system is in recovery mode"),
-        psycopg.errors.AdminShutdown("terminating connection due to administrator command"),
-        psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
-        psycopg.errors.ReadOnlySqlTransaction("cannot execute INSERT in a read-only transaction"),
-        psycopg.errors.TooManyConnections("sorry, too many clients already"),
-        psycopg.errors.ConnectionFailure("connection failure"),
-        psycopg_pool.PoolTimeout("couldn't get a connection after 5.00 sec"),
+        ConnectionRefusedError(111, "Connect call failed"),
+        ConnectionResetError(104, "Connection reset by peer"),
+        TimeoutError(),
+        asyncpg.InterfaceError("connection is closed"),
+        pg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+        pg.CannotConnectNowError("the database system is in recovery mode"),
+        pg.AdminShutdownError("terminating connection due to administrator command"),
+        pg.QueryCanceledError("canceling statement due to statement timeout"),
+        pg.ReadOnlySQLTransactionError("cannot execute INSERT in a read-only transaction"),
+        pg.TooManyConnectionsError("sorry, too many clients already"),
+        pg.PostgresConnectionError("connection failure"),
     ],
     ids=repr,
 )
@@ -33,9 +33,9 @@ def test_an_outage_is_unavailability(error: Exception) -> None:
 @pytest.mark.parametrize(
     "error",
     [
-        psycopg.errors.UniqueViolation("duplicate key value violates unique constraint"),
-        psycopg.errors.UndefinedTable('relation "hooks" does not exist'),
-        psycopg.errors.SyntaxError("syntax error at or near"),
+        pg.UniqueViolationError("duplicate key value violates unique constraint"),
+        pg.UndefinedTableError('relation "hooks" does not exist'),
+        pg.PostgresSyntaxError("syntax error at or near"),
         ValueError("a bug"),
     ],
     ids=repr,

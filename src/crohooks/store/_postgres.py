@@ -1,16 +1,18 @@
-"""PostgreSQL through psycopg 3 and its pool: statements, transactions, LISTEN/NOTIFY.
+"""PostgreSQL through asyncpg and its pool: statements, transactions, LISTEN/NOTIFY.
 
-Pooled connections are in autocommit: a lone statement is one round trip, a transaction
-is ``BEGIN`` … ``COMMIT`` issued by psycopg's ``transaction()``. The pool hands back every
-connection idle (it rolls back what a caller left open and discards what broke), and a
-connection idle past ``DatabaseLimits.idle_check`` is checked before use.
+asyncpg rather than psycopg 3 by measurement (``python -m bench.drivers``, decisions.md):
+on the statements every API request makes, a third to half of psycopg's client CPU, with
+every statement prepared and cached per connection.
+
+A lone statement is one round trip; a transaction is ``BEGIN`` … ``COMMIT``. A connection
+goes back to the pool idle (what a caller left open is rolled back, what broke is
+replaced), and one idle past ``DatabaseLimits.idle_check`` is pinged before use.
 
 Every step (a check-out, a statement, a commit) is bounded by ``DatabaseLimits.timeout``:
-a stalled server accepts TCP and never answers, no server-side timeout fires, and psycopg
-answers a cancelled query by asking the server to cancel it and waiting up to ten seconds.
-So a step that overruns is *abandoned*: it runs as its own task, the caller gets
-``DatabaseUnavailable`` at once, and the task winds down in the background, after which
-its connection is closed and given back (the pool then replaces it).
+a stalled server accepts TCP and never answers, and no server-side timeout fires. So a
+step that overruns is *abandoned*: it runs as its own task, the caller gets
+``DatabaseUnavailable`` at once, and the task is cancelled and its connection closed
+without waiting for the server; the pool opens a new one when needed.
 """
 
 from __future__ import annotations
@@ -18,23 +20,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-import weakref
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeAlias, TypeVar, cast
 
-import psycopg
-import psycopg_pool
-from psycopg.abc import DumperKey
-from psycopg.adapt import PyFormat
-from psycopg.rows import dict_row
-from psycopg.types.datetime import (
-    DatetimeNoTzBinaryDumper,
-    DatetimeNoTzDumper,
-    TimestampBinaryLoader,
-    TimestampLoader,
-)
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from crohooks.errors import DatabaseUnavailable, DuplicateKey
 from crohooks.store.connect import conninfo_of
@@ -50,11 +42,15 @@ from crohooks.store.connector import (
 
 NOTIFY_CHANNEL = "crohooks_deliveries"
 _T = TypeVar("_T")
-_PgConnection = psycopg.AsyncConnection[Row]
+_Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 
 _UNAVAILABLE_SQLSTATES = frozenset({"25006", "57014", "57P01", "57P02", "57P03", "53300"})
 """Read-only transaction (a standby after failover), statement timeout, administrator or
 crash shutdown, cannot connect now (starting up, in recovery), too many connections."""
+
+_WRITABLE = "SELECT current_setting('transaction_read_only') = 'off'"
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_MICROSECONDS = timedelta(microseconds=1)
 
 
 def unavailability(error: BaseException) -> str | None:
@@ -62,17 +58,16 @@ def unavailability(error: BaseException) -> str | None:
     else (a constraint, a bug)."""
     if isinstance(error, DatabaseUnavailable):
         return error.detail
-    if isinstance(error, psycopg_pool.PoolTimeout):
-        return "no pooled connection came free in time"
-    if isinstance(error, psycopg.Error):
-        if isinstance(error, psycopg.InterfaceError) or (
-            isinstance(error, psycopg.OperationalError) and error.sqlstate is None
-        ):
+    if isinstance(error, asyncpg.PostgresError):
+        state = error.sqlstate or ""
+        if state in _UNAVAILABLE_SQLSTATES or state.startswith("08"):
             return _first_line(error)
-        if error.sqlstate is not None and (
-            error.sqlstate in _UNAVAILABLE_SQLSTATES or error.sqlstate.startswith("08")
-        ):
-            return _first_line(error)
+        return None
+    if isinstance(
+        error,
+        asyncpg.InterfaceError | asyncpg.InternalClientError | OSError | asyncio.TimeoutError,
+    ):
+        return _first_line(error)
     return None
 
 
@@ -81,48 +76,35 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
-def _naive_utc(obj: datetime) -> datetime:
-    if obj.tzinfo is None:
+# ``timestamp`` columns hold naive UTC. Aware datetimes go in, aware UTC comes out, in
+# asyncpg's binary form (microseconds since 2000-01-01): no text to format or parse.
+
+
+def _encode_timestamp(value: datetime) -> tuple[int]:
+    if value.tzinfo is None:
         raise ValueError("crohooks stores timezone-aware datetimes only")
-    return obj.astimezone(UTC).replace(tzinfo=None)
+    return ((value - _EPOCH) // _MICROSECONDS,)
 
 
-# Aware datetimes go to ``timestamp`` columns as naive UTC (a ``timestamptz`` parameter
-# would make PostgreSQL convert the column instead, and skip its index); ``timestamp``
-# columns hold naive UTC and come back aware. Text and binary alike.
+def _decode_timestamp(value: tuple[int]) -> datetime:
+    return _EPOCH + timedelta(microseconds=value[0])
 
 
-class _UTCDumper(DatetimeNoTzDumper):
-    def get_key(self, obj: datetime, format: PyFormat) -> DumperKey:
-        return self.cls  # one dumper, aware or not: a naive datetime is refused
-
-    def dump(self, obj: datetime) -> bytes | bytearray | memoryview | None:
-        return super().dump(_naive_utc(obj))
-
-
-class _UTCBinaryDumper(DatetimeNoTzBinaryDumper):
-    def get_key(self, obj: datetime, format: PyFormat) -> DumperKey:
-        return self.cls
-
-    def dump(self, obj: datetime) -> bytes | bytearray | memoryview | None:
-        return super().dump(_naive_utc(obj))
+async def _adapt(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "timestamp",
+        schema="pg_catalog",
+        encoder=_encode_timestamp,
+        decoder=_decode_timestamp,
+        format="tuple",
+    )
 
 
-class _UTCLoader(TimestampLoader):
-    def load(self, data: Any) -> datetime:
-        return super().load(data).replace(tzinfo=UTC)
-
-
-class _UTCBinaryLoader(TimestampBinaryLoader):
-    def load(self, data: Any) -> datetime:
-        return super().load(data).replace(tzinfo=UTC)
-
-
-def _adapt(conn: psycopg.AsyncConnection[Any]) -> None:
-    conn.adapters.register_dumper(datetime, _UTCDumper)
-    conn.adapters.register_dumper(datetime, _UTCBinaryDumper)
-    conn.adapters.register_loader("timestamp", _UTCLoader)
-    conn.adapters.register_loader("timestamp", _UTCBinaryLoader)
+async def _reset(conn: asyncpg.Connection) -> None:
+    """What a connection needs on its way back to the pool: no open transaction (asyncpg's
+    default reset would spend a round trip on every release)."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 class PostgresDatabase:
@@ -130,65 +112,65 @@ class PostgresDatabase:
 
     def __init__(self, url: str, limits: DatabaseLimits) -> None:
         self.limits = limits
-        self._conninfo = conninfo_of(url)
+        self._dsn = conninfo_of(url)
         self._health = Health()
-        self._idle_since: weakref.WeakKeyDictionary[_PgConnection, float] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._idle_since: dict[int, float] = {}
         self._abandoned: set[asyncio.Task[Any]] = set()
-        self._pool = psycopg_pool.AsyncConnectionPool(
-            self._conninfo,
-            kwargs={
-                "autocommit": True,
-                "row_factory": dict_row,
-                **self.connect_args(),
-            },
-            min_size=0,
-            max_size=limits.pool_size,
-            open=False,
-            configure=self._configure,
-            check=self._check_if_idle,
-            reset=self._mark_idle,
-            timeout=limits.pool_timeout,
-            name="crohooks",
-        )
-        self._opening: asyncio.Future[None] | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._opening: asyncio.Future[asyncpg.Pool] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._work = asyncio.Event()
 
-    def connect_args(self) -> dict[str, Any]:
-        """libpq's connect timeout (whole seconds, at least 2), the server's own
-        ``statement_timeout`` (so a statement the client gave up on does not run on),
-        and UTC as the session's time zone."""
+    def _server_settings(self) -> dict[str, str]:
+        """The server's own ``statement_timeout`` (so a statement the client gave up on
+        does not run on) and UTC as the session's time zone."""
         return {
-            "connect_timeout": max(2, math.ceil(self.limits.connect_timeout)),
-            "options": f"-c statement_timeout={math.ceil(self.limits.timeout * 1000)}"
-            " -c TimeZone=UTC",
+            "statement_timeout": str(math.ceil(self.limits.timeout * 1000)),
+            "TimeZone": "UTC",
         }
 
     # -- the pool -------------------------------------------------------------------------
 
-    async def _configure(self, conn: _PgConnection) -> None:
-        _adapt(conn)
+    async def _open_pool(self) -> asyncpg.Pool:
+        return await asyncpg.create_pool(
+            self._dsn,
+            min_size=0,
+            max_size=self.limits.pool_size,
+            max_queries=10_000_000,
+            max_inactive_connection_lifetime=300.0,
+            init=_adapt,
+            reset=_reset,
+            timeout=self.limits.connect_timeout,
+            server_settings=self._server_settings(),
+        )
 
-    async def _mark_idle(self, conn: _PgConnection) -> None:
-        self._idle_since[conn] = time.monotonic()
-
-    async def _check_if_idle(self, conn: _PgConnection) -> None:
-        idle_since = self._idle_since.get(conn)
-        if idle_since is not None and time.monotonic() - idle_since >= self.limits.idle_check:
-            await psycopg_pool.AsyncConnectionPool.check_connection(conn)
-
-    async def _checkout(self) -> _PgConnection:
+    async def _checkout(self) -> _Conn:
         if self._opening is None:
-            self._opening = asyncio.ensure_future(self._pool.open(wait=False))
-        await self._opening
+            self._opening = asyncio.ensure_future(self._open_pool())
+        try:
+            pool = self._pool = await asyncio.shield(self._opening)
+        except BaseException:
+            if self._opening.done():
+                self._opening = None  # try again next time
+            raise
         # During a known outage, fail fast instead of waiting the whole check-out timeout.
         wait = self.limits.pool_timeout if self._health.lost_at is None else 0.2
-        return await self._pool.getconn(timeout=wait)
+        conn: _Conn = await pool.acquire(timeout=wait)
+        idle_since = self._idle_since.pop(id(conn), None)
+        if idle_since is not None and time.monotonic() - idle_since >= self.limits.idle_check:
+            try:
+                await conn.execute("SELECT 1")
+            except Exception:
+                # Dead while it idled (a restart, a dropped link): replace it, once.
+                conn.terminate()
+                await pool.release(cast("PoolConnectionProxy[Any]", conn))
+                conn = await pool.acquire(timeout=wait)
+        return conn
 
-    async def _give_back(self, conn: _PgConnection) -> None:
-        await self._pool.putconn(conn)
+    async def _give_back(self, conn: _Conn) -> None:
+        if self._pool is not None:
+            self._idle_since[id(conn)] = time.monotonic()
+            await self._pool.release(cast("PoolConnectionProxy[Any]", conn))
 
     # -- bounded steps ----------------------------------------------------------------
 
@@ -200,8 +182,7 @@ class PostgresDatabase:
         holding: _Steps | None = None,
     ) -> _T:
         """``work`` within the database timeout, its failures translated. If it overruns,
-        ``holding`` (the connection it runs on) is marked abandoned at once, and closed
-        and given back once the work has wound down."""
+        ``holding`` (the connection it runs on) is marked abandoned at once and closed."""
         seconds = seconds or self.limits.timeout
         task = asyncio.ensure_future(work)
         try:
@@ -220,25 +201,25 @@ class PostgresDatabase:
         if reason is not None:
             raise self._health.lost(reason) from error
         self._health.answered()
-        if isinstance(error, psycopg.errors.UniqueViolation):
-            raise DuplicateKey(error.diag.constraint_name or "unique key") from error
+        if isinstance(error, asyncpg.UniqueViolationError):
+            raise DuplicateKey(error.constraint_name or "unique key") from error
+        if isinstance(error, asyncpg.DataError) and isinstance(error.__cause__, ValueError):
+            raise error.__cause__  # a value our own encoder refused (a naive datetime)
         raise error
 
     def _abandon(self, task: asyncio.Task[Any], holding: _Steps | None) -> None:
         task.cancel()
         if holding is not None:
             holding.abandoned = True
+            holding.conn.terminate()  # no wait for a server that may never answer
 
         async def wind_down() -> None:
             await asyncio.wait((task,))
             failed = task.cancelled() or task.exception() is not None
-            if holding is not None:
-                conn: _PgConnection | None = holding.conn
-            else:  # a check-out: it may have completed after all
-                conn = None if failed else task.result()
+            conn = holding.conn if holding is not None else None if failed else task.result()
             if conn is not None:
+                conn.terminate()
                 try:
-                    await conn.close()
                     await self._give_back(conn)
                 except Exception as error:  # it is being thrown away anyway
                     log.debug("releasing an abandoned connection failed", error=repr(error))
@@ -287,14 +268,16 @@ class PostgresDatabase:
             return await steps.fetch(statement, params)
 
     async def check(self, *, within: float) -> None:
-        async def ping() -> None:
+        async def writable() -> bool:
             conn = await self._checkout()
             try:
-                await conn.execute("SELECT 1")
+                return bool(await conn.fetchval(_WRITABLE))
             finally:
                 await self._give_back(conn)
 
-        await self._bounded(ping(), seconds=within)
+        if not await self._bounded(writable(), seconds=within):
+            # A standby after a failover: every write would fail.
+            raise self._health.lost("the database is read-only")
 
     async def wait_for_work(self, seconds: float) -> None:
         if self._listener is None or self._listener.done():
@@ -307,26 +290,31 @@ class PostgresDatabase:
             self._work.clear()
 
     async def _listen(self) -> None:
-        """LISTEN on a connection of its own; polling covers whatever it misses."""
+        """LISTEN on a connection of its own, pinged now and then so a dead one is
+        noticed; polling covers whatever it misses."""
         lost = False
         while True:
+            conn: asyncpg.Connection | None = None
             try:
-                conn = await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, **self.connect_args()
+                conn = await asyncpg.connect(
+                    self._dsn, timeout=self.limits.connect_timeout, statement_cache_size=0
                 )
-                async with conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    if lost:
-                        log.info("LISTEN connection restored")
-                        lost = False
-                    self._work.set()  # whatever was announced while nobody listened
-                    async for _ in conn.notifies():
-                        self._work.set()
-            except (psycopg.Error, OSError) as error:
+                await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._work.set())
+                if lost:
+                    log.info("LISTEN connection restored")
+                    lost = False
+                self._work.set()  # whatever was announced while nobody listened
+                while True:
+                    await asyncio.sleep(self.limits.idle_check or 5.0)
+                    await asyncio.wait_for(conn.execute("SELECT 1"), self.limits.timeout)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
                 if not lost:  # once per outage
-                    log.warning("LISTEN connection lost", error=str(error))
+                    log.warning("LISTEN connection lost", error=_first_line(error))
                     lost = True
                 await asyncio.sleep(1.0)
+            finally:
+                if conn is not None:
+                    conn.terminate()
 
     async def dispose(self) -> None:
         if self._listener is not None:
@@ -334,20 +322,21 @@ class PostgresDatabase:
             await asyncio.gather(self._listener, return_exceptions=True)
         if self._abandoned:
             await asyncio.wait(self._abandoned)
-        if self._opening is not None:
+        if self._pool is not None:
             await self._pool.close()
+        elif self._opening is not None:
+            self._opening.cancel()
 
 
 class _Steps:
     """A checked-out connection whose every statement is a bounded step.
 
-    Once a step is abandoned the connection belongs to that step's clean-up; nothing else
-    may touch it.
+    Once a step is abandoned the connection is closed and nothing may touch it again.
     """
 
     __slots__ = ("_db", "abandoned", "announced", "conn")
 
-    def __init__(self, db: PostgresDatabase, conn: _PgConnection) -> None:
+    def __init__(self, db: PostgresDatabase, conn: _Conn) -> None:
         self._db = db
         self.conn = conn
         self.abandoned = False
@@ -360,29 +349,21 @@ class _Steps:
         return await self._db._bounded(work, holding=self)
 
     async def fetch(self, statement: Statement, params: Params = None) -> list[Row]:
-        async def go() -> list[Row]:
-            cursor = await self.conn.execute(statement.postgresql, params)
-            return await cursor.fetchall() if cursor.description is not None else []
-
-        return await self.run(go())
+        records = await self.run(self.conn.fetch(statement.numbered, *statement.arguments(params)))
+        return [dict(record) for record in records]
 
     async def execute(self, statement: Statement, params: Params = None) -> int:
-        async def go() -> int:
-            cursor = await self.conn.execute(statement.postgresql, params)
-            return cursor.rowcount
+        status = await self.run(self.conn.execute(statement.numbered, *statement.arguments(params)))
+        count = status.rpartition(" ")[2]
+        return int(count) if count.isdigit() else 0
 
-        return await self.run(go())
-
-    async def execute_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> int:
-        if not rows:
-            return 0
-
-        async def go() -> int:
-            async with self.conn.cursor() as cursor:
-                await cursor.executemany(statement.postgresql, rows)
-                return cursor.rowcount
-
-        return await self.run(go())
+    async def execute_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            await self.run(
+                self.conn.executemany(
+                    statement.numbered, [statement.arguments(row) for row in rows]
+                )
+            )
 
     def announce_work(self) -> None:
         self.announced = True

@@ -283,13 +283,11 @@ class _Transaction:
         except sqlite3.IntegrityError as error:
             raise _translated(error) from error
 
-    async def execute_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> int:
+    async def execute_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
-            return 0
+            return
         try:
-            return self._connection.executemany(
-                statement.sqlite, [_bound(row) for row in rows]
-            ).rowcount
+            self._connection.executemany(statement.sqlite, [_bound(row) for row in rows])
         except sqlite3.IntegrityError as error:
             raise _translated(error) from error
 

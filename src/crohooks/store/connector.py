@@ -30,16 +30,37 @@ Row = dict[str, Any]
 Params = Mapping[str, Any] | None
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
+_PYFORMAT = re.compile(r"%\(([A-Za-z_][A-Za-z0-9_]*)\)s|%%")
 
 
 @dataclass(frozen=True, slots=True)
 class Statement:
     """One statement: SQLite's text with ``:name`` parameters, PostgreSQL's with
-    ``%(name)s`` (psycopg's style). ``Statement.shared`` writes one text for both."""
+    ``%(name)s`` ones. ``Statement.shared`` writes one text for both.
+
+    PostgreSQL's text is compiled once, here, to the driver's numbered ``$1`` form and the
+    order of the names (``numbered``, ``names``).
+    """
 
     name: str
     sqlite: str
     postgresql: str
+    numbered: str = field(init=False, repr=False, compare=False)
+    names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match.group(0) == "%%":
+                return "%"
+            name = match.group(1)
+            if name not in names:
+                names.append(name)
+            return f"${names.index(name) + 1}"
+
+        object.__setattr__(self, "numbered", _PYFORMAT.sub(number, self.postgresql))
+        object.__setattr__(self, "names", tuple(names))
 
     @classmethod
     def shared(cls, name: str, sql: str) -> Statement:
@@ -48,6 +69,13 @@ class Statement:
 
     def text(self, dialect: Dialect) -> str:
         return self.sqlite if dialect == "sqlite" else self.postgresql
+
+    def arguments(self, params: Params) -> list[Any]:
+        """``params`` in the order of PostgreSQL's numbered parameters."""
+        if not self.names:
+            return []
+        assert params is not None, f"{self.name} needs {', '.join(self.names)}"
+        return [params[name] for name in self.names]
 
 
 class Connection(Protocol):
@@ -59,8 +87,10 @@ class Connection(Protocol):
         """Run a statement; the number of rows it touched."""
         ...
 
-    async def execute_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Run a statement once per row, in one go; the rows touched in all."""
+    async def execute_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run a statement once per row, in one go (no row count: PostgreSQL's driver
+        pipelines the rows and keeps no count; a statement whose count matters is one
+        statement over all the rows)."""
         ...
 
     def announce_work(self) -> None:
@@ -120,21 +150,33 @@ class DatabaseLimits:
         )
 
 
+SETTLE_SECONDS = 1.0
+"""How long the database must answer without a failure before it counts as back."""
+
+
 @dataclass(slots=True)
 class Health:
     """Whether the database answered last: one log line when it goes, one when it is back,
     instead of a traceback per request."""
 
     lost_at: float | None = field(default=None)
+    last_failure: float = field(default=0.0)
 
     def lost(self, reason: str) -> DatabaseUnavailable:
+        now = time.monotonic()
+        self.last_failure = now
         if self.lost_at is None:
-            self.lost_at = time.monotonic()
+            self.lost_at = now
             log.warning("database unavailable", reason=reason)
         return DatabaseUnavailable(f"the database is unavailable: {reason}")
 
     def answered(self) -> None:
+        # Back only once it has answered for a while after its last failure: a server
+        # shutting down still answers on some connections, and a read-only one answers
+        # reads between failed writes; neither is the end of the outage.
         if self.lost_at is not None:
-            seconds = time.monotonic() - self.lost_at
-            self.lost_at = None
-            log.info("database available again", unavailable_seconds=round(seconds, 3))
+            now = time.monotonic()
+            if now - self.last_failure >= SETTLE_SECONDS:
+                seconds = self.last_failure - self.lost_at
+                self.lost_at = None
+                log.info("database available again", unavailable_seconds=round(seconds, 3))

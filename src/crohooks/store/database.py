@@ -29,6 +29,8 @@ from sqlalchemy import (
     Row,
     create_engine,
     event,
+    literal_column,
+    select,
     text,
 )
 from sqlalchemy.engine import Compiled, Connection, Dialect, Engine
@@ -300,7 +302,9 @@ class Database:
         if self._sqlite is not None:
             await self.fetch(_SELECT_ONE)
             return
-        await self._bounded(self._postgres_alone(_SELECT_ONE, None), seconds=within)
+        rows = await self._bounded(self._postgres_alone(_WRITABLE, None), seconds=within)
+        if not rows[0].writable:  # a standby after a failover: every write would fail
+            raise self._health.lost("the database is read-only")
 
     # -- SQLite -------------------------------------------------------------------------
 
@@ -600,6 +604,12 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 _SELECT_ONE = text("SELECT 1")
+_WRITABLE: Executable = select(
+    literal_column("current_setting('transaction_read_only') = 'off'").label("writable")
+)
+
+SETTLE_SECONDS = 1.0
+"""How long the database must answer without a failure before it counts as back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -683,22 +693,30 @@ class _Health:
     """Whether the database answered last: one log line when it goes, one when it is back,
     instead of a traceback per request."""
 
-    __slots__ = ("_lost_at",)
+    __slots__ = ("last_failure", "lost_at")
 
     def __init__(self) -> None:
-        self._lost_at: float | None = None
+        self.lost_at: float | None = None
+        self.last_failure = 0.0
 
     def lost(self, reason: str) -> DatabaseUnavailable:
-        if self._lost_at is None:
-            self._lost_at = time.monotonic()
+        now = time.monotonic()
+        self.last_failure = now
+        if self.lost_at is None:
+            self.lost_at = now
             log.warning("database unavailable", reason=reason)
         return DatabaseUnavailable(f"the database is unavailable: {reason}")
 
     def answered(self) -> None:
-        if self._lost_at is not None:
-            seconds = time.monotonic() - self._lost_at
-            self._lost_at = None
-            log.info("database available again", unavailable_seconds=round(seconds, 3))
+        # Back only once it has answered for a while after its last failure: a server
+        # shutting down still answers on some connections, and a read-only one answers
+        # reads between failed writes; neither is the end of the outage.
+        if self.lost_at is not None:
+            now = time.monotonic()
+            if now - self.last_failure >= SETTLE_SECONDS:
+                seconds = self.last_failure - self.lost_at
+                self.lost_at = None
+                log.info("database available again", unavailable_seconds=round(seconds, 3))
 
 
 _UNAVAILABLE_SQLSTATES = frozenset({"25006", "57014", "57P01", "57P02", "57P03", "53300"})
