@@ -5,13 +5,11 @@ statements every API request makes on PostgreSQL (a version-pin read by key and 
 rate-limit counter upsert) through each driver: one connection in autocommit, prepared
 statements (psycopg prepares a statement after its fifth execution by default; asyncpg
 always), sequential round trips. It prints the time and the process CPU per statement,
-and psycopg's ratio to asyncpg. asyncpg comes with the ``bench`` extra only.
+and psycopg's ratio to asyncpg (psycopg stays a dependency for Alembic).
 """
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -59,7 +57,7 @@ async def psycopg_figures(conninfo: str) -> dict[str, tuple[float, float]]:
 
 
 async def asyncpg_figures(conninfo: str) -> dict[str, tuple[float, float]]:
-    import asyncpg  # type: ignore[import-not-found,unused-ignore]
+    import asyncpg
 
     window = datetime(2026, 1, 1)
     conn = await asyncpg.connect(conninfo)
@@ -82,11 +80,7 @@ async def main() -> int:
         migrate(url)
         conninfo = conninfo_of(url)
         ours = await psycopg_figures(conninfo)
-        try:
-            theirs = await asyncpg_figures(conninfo)
-        except ImportError:
-            print("asyncpg is not installed (pip install -e '.[bench]')", file=sys.stderr)
-            return 1
+        theirs = await asyncpg_figures(conninfo)
     print(f"{'statement':<16} {'psycopg µs':>12} {'asyncpg µs':>12} {'ratio':>7}   (CPU µs)")
     for name, (wall, cpu) in ours.items():
         other_wall, other_cpu = theirs[name]
