@@ -16,17 +16,15 @@ from dataclasses import dataclass
 import httpx
 import psycopg
 import pytest
-from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import make_url
 
 from crohooks.auth.local import mint_local_token
 from crohooks.clock import utc_now
 from crohooks.services import Services
-from crohooks.store.database import SETTLE_SECONDS
-from crohooks.store.database import Database, DatabaseLimits
+from crohooks.store.connect import open_database
+from crohooks.store.connector import SETTLE_SECONDS, DatabaseLimits, Statement
 from crohooks.store.migrate import migrate
 from crohooks.store.ratelimits import RateLimitCounters
-from crohooks.store.schema import api_version_pins
 from tests.conftest import (
     POSTGRES_ADMIN_URL,
     api_client,
@@ -44,6 +42,19 @@ READINESS_TIMEOUT = 0.5
 MARGIN = 1.0
 """Scheduling slack on a busy two-core machine, on top of each configured bound."""
 
+_PIN = Statement.shared("pin", "SELECT version FROM api_version_pins WHERE client = :c")
+_ADD_PIN = Statement.shared(
+    "add_pin",
+    "INSERT INTO api_version_pins (client, version, updated_at) VALUES (:c, :version, :at)",
+)
+_REPIN = Statement.shared("repin", "UPDATE api_version_pins SET version = :version")
+_LISTED = Statement(
+    "listed",
+    sqlite="SELECT client FROM api_version_pins"
+    " WHERE client IN (SELECT value FROM json_each(:clients))",
+    postgresql="SELECT client FROM api_version_pins WHERE client = ANY(%(clients)s)",
+)
+
 
 @pytest.fixture(scope="module")
 def outage_database() -> Iterator[str]:
@@ -59,26 +70,20 @@ async def test_a_healthy_connection_idle_past_the_idle_check_serves_every_path(
     transaction, so the next lone statement could not switch to autocommit: a 500 after
     a few idle seconds. One connection, so every path gets the connection that idled."""
     truncate_postgres(outage_database)
-    db = Database(outage_database, limits=DatabaseLimits(idle_check=IDLE_CHECK), pool_size=1)
-    pins = select(api_version_pins.c.version).where(api_version_pins.c.client == bindparam("c"))
-    listed = select(api_version_pins.c.client).where(
-        api_version_pins.c.client.in_(bindparam("clients", expanding=True))
-    )
+    db = open_database(outage_database, DatabaseLimits(idle_check=IDLE_CHECK, pool_size=1))
 
     async def transaction_write() -> object:
         async with db.write() as conn:
-            return await conn.execute(update(api_version_pins).values(version="2021/04/07"))
+            return await conn.execute(_REPIN, {"version": "2021/04/07"})
 
     async def transaction_read() -> object:
         async with db.read() as conn:
-            return (await conn.execute(pins, {"c": "idle"})).all()
+            return await conn.fetch(_PIN, {"c": "idle"})
 
     paths: list[Callable[[], Awaitable[object]]] = [
-        lambda: db.write_alone(
-            insert(api_version_pins).values(client="idle", version="v", updated_at=utc_now())
-        ),
-        lambda: db.fetch(pins, {"c": "idle"}),
-        lambda: db.fetch(listed, {"clients": ["idle", "other"]}),
+        lambda: db.write_alone(_ADD_PIN, {"c": "idle", "version": "v", "at": utc_now()}),
+        lambda: db.fetch(_PIN, {"c": "idle"}),
+        lambda: db.fetch(_LISTED, {"clients": ["idle", "other"]}),
         lambda: RateLimitCounters(db).hit("idle-key", utc_now()),
         transaction_read,
         transaction_write,
@@ -87,7 +92,7 @@ async def test_a_healthy_connection_idle_past_the_idle_check_serves_every_path(
         for path in paths:
             await asyncio.sleep(IDLE_CHECK * 3)
             await path()
-        assert [row.version for row in await db.fetch(pins, {"c": "idle"})] == ["2021/04/07"]
+        assert [row["version"] for row in await db.fetch(_PIN, {"c": "idle"})] == ["2021/04/07"]
     finally:
         await db.dispose()
 
