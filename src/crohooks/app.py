@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -17,7 +16,7 @@ from crohooks.api import deliveries, events, hooks, ops, tenants
 from crohooks.api.openapi import install_openapi
 from crohooks.api.telemetry import RequestTelemetry
 from crohooks.api.wire import MethodTable, WireMiddleware, error_response
-from crohooks.delivery.worker import DeliveryWorker
+from crohooks.delivery.runner import worker_thread
 from crohooks.errors import (
     ApiError,
     BadRequest,
@@ -34,7 +33,7 @@ from crohooks.settings import Settings
 def create_app(
     settings: Settings, *, services: Services | None = None, run_worker: bool = False
 ) -> FastAPI:
-    """The API, with an in-process delivery worker if asked.
+    """The API, with a delivery worker in a thread of its own if asked.
 
     ``services`` may be given by a caller that owns their lifetime (tests).
     """
@@ -43,21 +42,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        stop = asyncio.Event()
-        worker_task: asyncio.Task[None] | None = None
-        if run_worker:
-            worker = DeliveryWorker(
-                settings, built.deliveries, built.outbound, wakeup=built.delivery_wakeup
-            )
-            worker_task = asyncio.create_task(worker.run(stop), name="crohooks-worker")
-        if owned:
-            freeze_startup_objects()
+        worker: AbstractAsyncContextManager[None] = (
+            worker_thread(settings, wakeup=built.delivery_wakeup) if run_worker else nullcontext()
+        )
         try:
-            yield
+            async with worker:
+                if owned:
+                    freeze_startup_objects()
+                yield
         finally:
-            stop.set()
-            if worker_task is not None:
-                await worker_task
             if owned:
                 await built.aclose()
 

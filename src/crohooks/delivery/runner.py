@@ -1,10 +1,25 @@
-"""``crohooks worker``: one delivery worker process, stopped cleanly by SIGTERM or SIGINT."""
+"""Delivery workers with an event loop of their own.
+
+``crohooks worker`` is one in a process of its own, stopped cleanly by SIGTERM or SIGINT.
+``crohooks serve`` runs one in a thread of its own (``worker_thread``): on the API's event
+loop, every step of a delivery (claim, connect, send, read, record) waited behind every
+ready request callback, so under API load the worker's turns came too seldom to keep up
+with the events the API accepted. With a loop of its own, its steps wait only for each
+other, and CPython's GIL hands the interpreter to a waiting thread after at most
+``sys.getswitchinterval()`` (5 ms): a busy API can take at most about half of the
+process's interpreter time from a worker with work to do.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
+from contextlib import asynccontextmanager, suppress
 
+import structlog
 import uvloop
 from prometheus_client import start_http_server
 
@@ -15,20 +30,37 @@ from crohooks.settings import Settings
 from crohooks.store.database import Database
 from crohooks.store.deliveries import DeliveryStore
 
+log = structlog.get_logger("crohooks.worker")
+
+
+async def deliver(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    concurrency: int | None = None,
+    wakeup: asyncio.Event | None = None,
+    started: Callable[[], None] | None = None,
+) -> None:
+    """Run a worker with a database and an outbound client of its own until ``stop``."""
+    db = Database.for_settings(settings)
+    try:
+        async with OutboundClient(settings) as client:
+            worker = DeliveryWorker(
+                settings, DeliveryStore(db), client, concurrency=concurrency, wakeup=wakeup
+            )
+            if started is not None:
+                started()
+            await worker.run(stop)
+    finally:
+        await db.dispose()
+
 
 async def run_worker(settings: Settings, *, concurrency: int | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    db = Database.for_settings(settings)
-    try:
-        async with OutboundClient(settings) as client:
-            worker = DeliveryWorker(settings, DeliveryStore(db), client, concurrency=concurrency)
-            freeze_startup_objects()
-            await worker.run(stop)
-    finally:
-        await db.dispose()
+    await deliver(settings, stop, concurrency=concurrency, started=freeze_startup_objects)
 
 
 def run_worker_process(settings: Settings, *, concurrency: int | None) -> int:
@@ -36,3 +68,61 @@ def run_worker_process(settings: Settings, *, concurrency: int | None) -> int:
         start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
     uvloop.run(run_worker(settings, concurrency=concurrency))
     return 0
+
+
+class _Handle:
+    """What the API's loop holds of the worker's: its loop and the two events it obeys."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stop = asyncio.Event()
+        self.wakeup = asyncio.Event()
+
+    def set_threadsafe(self, event: asyncio.Event) -> None:
+        # Once the worker's thread has ended its loop is closed, and nothing is left to tell.
+        with suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(event.set)
+
+
+@asynccontextmanager
+async def worker_thread(settings: Settings, *, wakeup: asyncio.Event) -> AsyncIterator[None]:
+    """A delivery worker in a thread with its own event loop, database and client.
+
+    ``wakeup`` is the calling loop's event that intake and the delivery log set; each time
+    it is set the worker's own wake-up is set too, on the worker's loop. On the way out
+    the worker finishes what is in flight and writes it down, as on SIGTERM.
+    """
+    ready: Future[_Handle] = Future()
+
+    async def main() -> None:
+        handle = _Handle()
+        await deliver(
+            settings, handle.stop, wakeup=handle.wakeup, started=lambda: ready.set_result(handle)
+        )
+
+    def run() -> None:
+        try:
+            uvloop.run(main())
+        except BaseException as error:
+            if not ready.done():
+                ready.set_exception(error)
+            else:
+                log.exception("the in-process worker stopped on an error")
+
+    thread = threading.Thread(target=run, name="crohooks-worker", daemon=True)
+    thread.start()
+    handle = await asyncio.wrap_future(ready)
+
+    async def relay() -> None:
+        while True:
+            await wakeup.wait()
+            wakeup.clear()
+            handle.set_threadsafe(handle.wakeup)
+
+    relaying = asyncio.create_task(relay(), name="crohooks-worker-wakeup")
+    try:
+        yield
+    finally:
+        relaying.cancel()
+        handle.set_threadsafe(handle.stop)
+        await asyncio.to_thread(thread.join)
