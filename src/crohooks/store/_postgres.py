@@ -156,7 +156,9 @@ class PostgresDatabase:
         # During a known outage, fail fast instead of waiting the whole check-out timeout.
         wait = self.limits.pool_timeout if self._health.lost_at is None else 0.2
         conn: _Conn = await pool.acquire(timeout=wait)
-        idle_since = self._idle_since.pop(id(conn), None)
+        # Keyed by the server's process id: the pool hands out a new proxy object on
+        # every check-out, but the connection, and its backend, stay the same.
+        idle_since = self._idle_since.pop(conn.get_server_pid(), None)
         if idle_since is not None and time.monotonic() - idle_since >= self.limits.idle_check:
             try:
                 await conn.execute("SELECT 1")
@@ -169,7 +171,10 @@ class PostgresDatabase:
 
     async def _give_back(self, conn: _Conn) -> None:
         if self._pool is not None:
-            self._idle_since[id(conn)] = time.monotonic()
+            if not conn.is_closed():
+                if len(self._idle_since) > 4 * self.limits.pool_size:
+                    self._idle_since.clear()  # backends the pool has since closed
+                self._idle_since[conn.get_server_pid()] = time.monotonic()
             await self._pool.release(cast("PoolConnectionProxy[Any]", conn))
 
     # -- bounded steps ----------------------------------------------------------------
