@@ -19,8 +19,8 @@ import uvloop
 
 from bench.common import SECRET, TENANT, event_data
 from crohooks.clock import to_cro, utc_now
+from crohooks.delivery.body import render_delivery_body
 from crohooks.delivery.signing import sign_delivery
-from crohooks.store.deliveries import render_delivery_body
 
 
 def bodies(count: int) -> list[tuple[str, bytes]]:

@@ -29,8 +29,8 @@ from bench.common import (
 )
 from crohooks.auth.local import mint_local_token
 from crohooks.clock import to_cro, utc_now
+from crohooks.delivery.body import render_delivery_body
 from crohooks.delivery.signing import sign_delivery
-from crohooks.store.deliveries import render_delivery_body
 
 WARMUP = 50
 

@@ -30,9 +30,9 @@ from crohooks.api.models import (
 from crohooks.api.openapi import SECRET_SCHEMA
 from crohooks.api.request import MAX_JSON_DEPTH, Page, _check_depth, page_of, validate
 from crohooks.clock import to_cro
+from crohooks.delivery.body import render_delivery_body
 from crohooks.errors import BadRequest
 from crohooks.hooks.rules import check_secret, generate_secret
-from crohooks.store.deliveries import render_delivery_body
 
 T = TypeVar("T")
 limits = st.integers(min_value=1, max_value=1000)

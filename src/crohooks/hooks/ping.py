@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from crohooks import metrics
 from crohooks.clock import to_cro, utc_now
 from crohooks.delivery.attempt import send_attempt
+from crohooks.delivery.body import render_delivery_body
 from crohooks.delivery.outbound import OutboundClient
 from crohooks.hooks.service import HookService
 from crohooks.model import Hook
-from crohooks.store.deliveries import DeliveryStore, render_delivery_body
+from crohooks.store.deliveries import DeliveryStore
 
 
 @dataclass(frozen=True, slots=True)
