@@ -2,26 +2,28 @@
 
 Both queues are filled with bulk SQL (``generate_series`` on PostgreSQL, a recursive CTE
 on SQLite) and spread over 1,000 hooks, so the per-hook in-flight cap never runs out;
-then the same claim a worker makes (``DeliveryStore.claim``, 64 deliveries, default cap)
+then the same claim a worker makes (``DeliveryQueue.claim``, 64 deliveries, default cap)
 is timed ROUNDS times, each claimed batch being marked done between claims (untimed) as
 a worker would. The "empty" queue holds just the deliveries those claims take.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import text
+from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.schema import CreateIndex
 
 from bench.common import TENANT, BenchError, median, percentile
 from crohooks.clock import utc_now
 from crohooks.model import ClaimPolicy
-from crohooks.store.database import Database
-from crohooks.store.deliveries import DeliveryStore
-from crohooks.store.migrate import migrate
+from crohooks.store.connect import open_database
+from crohooks.store.connector import Database, Statement
+from crohooks.store.migrate import migrate, sync_url
+from crohooks.store.queue import DeliveryQueue
 from crohooks.store.schema import deliveries
 
 HOOKS = 1000
@@ -81,7 +83,7 @@ FROM s
 """
 
 
-async def _fill(db: Database, rows: int, offset: int) -> float:
+def _fill(conn: Connection, rows: int, offset: int) -> float:
     """Insert ``rows`` due deliveries (spread over the hooks, all due a day ago).
 
     As any bulk load does, the secondary indexes are dropped first and built again after
@@ -90,68 +92,83 @@ async def _fill(db: Database, rows: int, offset: int) -> float:
     start = utc_now() - timedelta(days=1)
     naive = start.replace(tzinfo=None)
     started = time.perf_counter()
-    async with db.write() as conn:
-        for index in deliveries.indexes:
-            await conn.execute(text(f"DROP INDEX {index.name}"))
-        if db.dialect == "postgresql":
-            await conn.execute(
-                text(_POSTGRES_DELIVERIES),
-                {"tenant": TENANT, "hooks": HOOKS, "body": BODY_BYTES, "start": naive, "n": rows},
-            )
-        else:
-            stamp = naive.strftime("%Y-%m-%d %H:%M:%S")
-            await conn.execute(
-                text(_SQLITE_DELIVERIES),
-                {
-                    "tenant": TENANT,
-                    "hooks": HOOKS,
-                    "body": BODY_BYTES,
-                    "filler": "x" * BODY_BYTES,
-                    "start": stamp,
-                    "start_text": stamp + ".000000",
-                    "n": rows,
-                    "offset": offset,
-                },
-            )
-        for index in deliveries.indexes:
-            await conn.execute(CreateIndex(index))
-    async with db.write() as conn:
-        await conn.execute(text("ANALYZE deliveries"))
+    for index in deliveries.indexes:
+        conn.execute(text(f"DROP INDEX {index.name}"))
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text(_POSTGRES_DELIVERIES),
+            {"tenant": TENANT, "hooks": HOOKS, "body": BODY_BYTES, "start": naive, "n": rows},
+        )
+    else:
+        stamp = naive.strftime("%Y-%m-%d %H:%M:%S")
+        conn.execute(
+            text(_SQLITE_DELIVERIES),
+            {
+                "tenant": TENANT,
+                "hooks": HOOKS,
+                "body": BODY_BYTES,
+                "filler": "x" * BODY_BYTES,
+                "start": stamp,
+                "start_text": stamp + ".000000",
+                "n": rows,
+                "offset": offset,
+            },
+        )
+    for index in deliveries.indexes:
+        conn.execute(CreateIndex(index))
+    conn.commit()
+    conn.execute(text("ANALYZE deliveries"))
+    conn.commit()
     return time.perf_counter() - started
+
+
+def _load(database_url: str, rows: int) -> float:
+    """The hooks and ``rows`` due deliveries, through SQLAlchemy (a fixture, not measured
+    code: the schema's own index definitions are rebuilt after the bulk insert)."""
+    engine = create_engine(sync_url(database_url))
+    try:
+        with engine.connect() as conn:
+            series = _POSTGRES_SERIES if conn.dialect.name == "postgresql" else _SQLITE_SERIES
+            now = utc_now().replace(tzinfo=None)
+            conn.execute(
+                text(_HOOKS_SQL.format(series=series)), {"tenant": TENANT, "now": now, "n": HOOKS}
+            )
+            conn.commit()
+            return _fill(conn, rows, offset=0)
+    finally:
+        engine.dispose()
+
+
+_FINISH = Statement(
+    "bench_finish",
+    sqlite="UPDATE deliveries SET status = 'succeeded', lease_expires_at = NULL, leased_by = NULL"
+    " WHERE id IN (SELECT value FROM json_each(:ids))",
+    postgresql="UPDATE deliveries SET status = 'succeeded', lease_expires_at = NULL,"
+    " leased_by = NULL WHERE id = ANY(%(ids)s::text[])",
+)
 
 
 async def _finish(db: Database, ids: list[str]) -> None:
     """Mark claimed deliveries done, as the worker would after delivering them (untimed)."""
-    async with db.write() as conn:
-        await conn.execute(
-            deliveries.update()
-            .where(deliveries.c.id.in_(ids))
-            .values(status="succeeded", lease_expires_at=None, leased_by=None)
-        )
+    await db.write_alone(_FINISH, {"ids": json.dumps(ids) if db.dialect == "sqlite" else ids})
 
 
 async def measure(database_url: str, *, rows: int) -> ClaimFigures:
     """Claim latency on a fresh database holding ``rows`` due deliveries."""
     migrate(database_url)
-    db = Database(database_url)
+    insert_seconds = _load(database_url, rows)
+    db = open_database(database_url)
     try:
-        series = _POSTGRES_SERIES if db.dialect == "postgresql" else _SQLITE_SERIES
-        now = utc_now().replace(tzinfo=None)
-        async with db.write() as conn:
-            await conn.execute(
-                text(_HOOKS_SQL.format(series=series)), {"tenant": TENANT, "now": now, "n": HOOKS}
-            )
-        insert_seconds = await _fill(db, rows, offset=0)
-        store = DeliveryStore(db)
+        queue = DeliveryQueue(db)
         policy = ClaimPolicy(
             limit=LIMIT, per_hook_cap=4, lease=timedelta(seconds=60), worker_id="bench"
         )
         # Warm up (connections, statement caches), as a running worker would be.
-        await _finish(db, [delivery.id for delivery in await store.claim(policy, now=utc_now())])
+        await _finish(db, [delivery.id for delivery in await queue.claim(policy, now=utc_now())])
         latencies = []
         for _ in range(ROUNDS):
             started = time.perf_counter()
-            claimed = await store.claim(policy, now=utc_now())
+            claimed = await queue.claim(policy, now=utc_now())
             latencies.append((time.perf_counter() - started) * 1000.0)
             if len(claimed) != LIMIT:
                 raise BenchError(f"a claim took {len(claimed)} deliveries, not {LIMIT}")

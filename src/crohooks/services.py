@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from crohooks.auth.verifier import TokenVerifier, build_verifier
+from crohooks.delivery.body import render_delivery_body
 from crohooks.delivery.intake import EventIntake
 from crohooks.delivery.log import DeliveryLog
 from crohooks.delivery.outbound import OutboundClient
@@ -17,8 +18,11 @@ from crohooks.settings import Settings
 from crohooks.store.connect import open_database
 from crohooks.store.connector import Database, DatabaseLimits
 from crohooks.store.database import Database as LegacyDatabase
-from crohooks.store.deliveries import DeliveryStore
+from crohooks.store.deliveries import DeliveryRepository
 from crohooks.store.hooks import HookRepository
+from crohooks.store.housekeeping import Housekeeping
+from crohooks.store.intake import Intake
+from crohooks.store.queue import DeliveryQueue
 from crohooks.store.ratelimits import RateLimitCounters
 from crohooks.store.tenants import TenantRepository
 from crohooks.store.versions import VersionPinRepository
@@ -29,12 +33,13 @@ class Services:
     settings: Settings
     db: Database
     legacy: LegacyDatabase
-    """The SQLAlchemy database, for the repositories not yet on ``db`` (hooks, deliveries)."""
+    """The SQLAlchemy database, for the repositories not yet on ``db`` (hooks)."""
     verifier: TokenVerifier
     hooks: HookService
     tenants: TenantRepository
     version_pins: VersionPinRepository
-    deliveries: DeliveryStore
+    queue: DeliveryQueue
+    housekeeping: Housekeeping
     outbound: OutboundClient
     ping: PingService
     intake: EventIntake
@@ -50,7 +55,7 @@ class Services:
         hooks = HookService(
             HookRepository(legacy), secret_grace=timedelta(seconds=settings.secret_grace_seconds)
         )
-        deliveries = DeliveryStore(legacy)
+        deliveries = DeliveryRepository(db)
         outbound = OutboundClient(settings)
         wakeup = asyncio.Event()
         return cls(
@@ -61,10 +66,11 @@ class Services:
             hooks=hooks,
             tenants=TenantRepository(db),
             version_pins=VersionPinRepository(db),
-            deliveries=deliveries,
+            queue=DeliveryQueue(db),
+            housekeeping=Housekeeping(db),
             outbound=outbound,
             ping=PingService(hooks, deliveries, outbound, timeout=settings.ping_timeout),
-            intake=EventIntake(deliveries, wakeup),
+            intake=EventIntake(Intake(db, render_delivery_body), wakeup),
             delivery_log=DeliveryLog(hooks, deliveries, wakeup),
             delivery_wakeup=wakeup,
             rate_limiter=MemoryRateLimiter()

@@ -46,7 +46,11 @@ async def running(database_url: str, **overrides: Any) -> AsyncIterator[Env]:
     services = Services.build(make_settings(database_url, **values))
     stop = asyncio.Event()
     worker = DeliveryWorker(
-        services.settings, services.deliveries, services.outbound, wakeup=services.delivery_wakeup
+        services.settings,
+        services.queue,
+        services.housekeeping,
+        services.outbound,
+        wakeup=services.delivery_wakeup,
     )
     task = asyncio.create_task(worker.run(stop))
     try:
@@ -305,7 +309,7 @@ async def test_bad_events_are_rejected_and_queue_nothing(
     response = await client.post("/events", json=body, headers=auth(roles=["System"]))
     assert response.status_code == status
     assert set(response.json()) == {"detail", "explanation", "field"}
-    assert await services.deliveries.counts() == {}
+    assert await services.housekeeping.counts() == {}
 
 
 async def test_batch_rejects_bad_items_and_queues_nothing(
@@ -322,7 +326,7 @@ async def test_batch_rejects_bad_items_and_queues_nothing(
     assert response.json()["field"] == "PublishBatchModel.events"
     too_many = {"events": [{"event": "Job", "data": {}}] * 1001}
     assert (await client.post("/events/batch", json=too_many, headers=auth())).status_code == 400
-    assert await services.deliveries.counts() == {}
+    assert await services.housekeeping.counts() == {}
 
 
 @pytest.mark.parametrize("role", ["Dispatcher", "Driver", "Public"])

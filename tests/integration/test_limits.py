@@ -124,4 +124,4 @@ async def test_bodies_over_the_limit_are_413(
     body = b'{"x": "' + b"a" * size + b'"}'
     response = await client.post(path, content=body, headers=auth(roles=["Admin"]))
     assert response.status_code == 413
-    assert await services.deliveries.counts() == {}
+    assert await services.housekeeping.counts() == {}

@@ -7,16 +7,20 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 
 from crohooks.clock import utc_now
+from crohooks.delivery.body import render_delivery_body
 from crohooks.delivery.worker import DeliveryWorker
 from crohooks.model import NewEvent
 from crohooks.services import Services
 from crohooks.store.hooks import HookRepository
+from crohooks.store.intake import Intake
 from crohooks.store.schema import attempts, deliveries, events
 from tests.conftest import make_settings
 
 
 def _worker(services: Services) -> DeliveryWorker:
-    return DeliveryWorker(services.settings, services.deliveries, services.outbound)
+    return DeliveryWorker(
+        services.settings, services.queue, services.housekeeping, services.outbound
+    )
 
 
 async def test_a_hook_failing_for_days_is_deactivated(database_url: str) -> None:
@@ -43,7 +47,7 @@ async def test_a_hook_failing_for_days_is_deactivated(database_url: str) -> None
             await HookRepository.record_outcome(
                 conn, 34, fresh.id, succeeded=False, at=now - timedelta(hours=2)
             )
-        await services.deliveries.accept(
+        await Intake(services.db, render_delivery_body).accept(
             34, [NewEvent("Job", {})], now=now, idempotency_window=timedelta(hours=24)
         )
         await _worker(services).maintain()
@@ -68,13 +72,13 @@ async def test_old_finished_deliveries_are_purged(database_url: str) -> None:
             34, url="https://a.example", events=("Job",), secret=None, field="x"
         )
         window = timedelta(hours=24)
-        await services.deliveries.accept(
+        await Intake(services.db, render_delivery_body).accept(
             34,
             [NewEvent("Job", {"old": i}) for i in range(700)],
             now=now - timedelta(days=40),
             idempotency_window=window,
         )
-        await services.deliveries.accept(
+        await Intake(services.db, render_delivery_body).accept(
             34,
             [NewEvent("Job", {"recent": 1})],
             now=now - timedelta(days=1),
@@ -82,7 +86,7 @@ async def test_old_finished_deliveries_are_purged(database_url: str) -> None:
         )
         async with services.legacy.write() as conn:
             await conn.execute(update(deliveries).values(status="succeeded"))
-        await services.deliveries.accept(
+        await Intake(services.db, render_delivery_body).accept(
             34,
             [NewEvent("Job", {"old-but-pending": 1})],
             now=now - timedelta(days=40),

@@ -12,13 +12,17 @@ from crohooks.services import Services
 async def deliver_until_idle(services: Services, *, timeout: float = 10.0) -> None:
     """Attempt every due delivery until none is pending (retries must not be scheduled)."""
     worker = DeliveryWorker(
-        services.settings, services.deliveries, services.outbound, wakeup=services.delivery_wakeup
+        services.settings,
+        services.queue,
+        services.housekeeping,
+        services.outbound,
+        wakeup=services.delivery_wakeup,
     )
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
     try:
         async with asyncio.timeout(timeout):
-            while (await services.deliveries.counts()).get(DeliveryStatus.PENDING, 0):
+            while (await services.housekeeping.counts()).get(DeliveryStatus.PENDING, 0):
                 await asyncio.sleep(0.02)
     finally:
         stop.set()

@@ -36,7 +36,7 @@ async def readyz(request: Request) -> CroJSONResponse:
 
 @router.get("/metrics")
 async def prometheus_metrics(request: Request) -> Response:
-    counts = await services(request).deliveries.counts()
+    counts = await services(request).housekeeping.counts()
     for state in DeliveryStatus:
         metrics.queue_depth.labels(state.value).set(counts.get(state.value, 0))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -9,13 +9,13 @@ from datetime import timedelta
 from crohooks.clock import utc_now
 from crohooks.errors import DuplicateKey
 from crohooks.model import AcceptedEvent, NewEvent
-from crohooks.store.deliveries import DeliveryStore
+from crohooks.store.intake import Intake
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
 class EventIntake:
-    def __init__(self, store: DeliveryStore, wakeup: asyncio.Event) -> None:
+    def __init__(self, store: Intake, wakeup: asyncio.Event) -> None:
         self._store = store
         self._wakeup = wakeup
 

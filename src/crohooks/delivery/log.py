@@ -9,11 +9,13 @@ from crohooks.clock import utc_now
 from crohooks.errors import Conflict, NotFound
 from crohooks.hooks.service import HookService
 from crohooks.model import Attempt, Delivery, DeliveryStatus
-from crohooks.store.deliveries import DeliveryStore
+from crohooks.store.deliveries import DeliveryRepository
 
 
 class DeliveryLog:
-    def __init__(self, hooks: HookService, store: DeliveryStore, wakeup: asyncio.Event) -> None:
+    def __init__(
+        self, hooks: HookService, store: DeliveryRepository, wakeup: asyncio.Event
+    ) -> None:
         self._hooks = hooks
         self._store = store
         self._wakeup = wakeup

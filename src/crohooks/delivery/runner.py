@@ -27,8 +27,10 @@ from crohooks.delivery.outbound import OutboundClient
 from crohooks.delivery.worker import DeliveryWorker
 from crohooks.heap import freeze_startup_objects
 from crohooks.settings import Settings
-from crohooks.store.database import Database
-from crohooks.store.deliveries import DeliveryStore
+from crohooks.store.connect import open_database
+from crohooks.store.connector import DatabaseLimits
+from crohooks.store.housekeeping import Housekeeping
+from crohooks.store.queue import DeliveryQueue
 
 log = structlog.get_logger("crohooks.worker")
 
@@ -42,11 +44,16 @@ async def deliver(
     started: Callable[[], None] | None = None,
 ) -> None:
     """Run a worker with a database and an outbound client of its own until ``stop``."""
-    db = Database.for_settings(settings)
+    db = open_database(settings.database_url, DatabaseLimits.of(settings))
     try:
         async with OutboundClient(settings) as client:
             worker = DeliveryWorker(
-                settings, DeliveryStore(db), client, concurrency=concurrency, wakeup=wakeup
+                settings,
+                DeliveryQueue(db),
+                Housekeeping(db),
+                client,
+                concurrency=concurrency,
+                wakeup=wakeup,
             )
             if started is not None:
                 started()

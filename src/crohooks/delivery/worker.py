@@ -25,8 +25,10 @@ from crohooks.delivery.retry import RETRY_AFTER_STATUSES, RetryPolicy
 from crohooks.errors import DatabaseUnavailable
 from crohooks.model import ClaimedDelivery, ClaimPolicy, DeliveryStatus, Outcome
 from crohooks.settings import Settings
+from crohooks.store._postgres import NOTIFY_CHANNEL
 from crohooks.store.database import DatabaseLimits
-from crohooks.store.deliveries import NOTIFY_CHANNEL, DeliveryStore
+from crohooks.store.housekeeping import Housekeeping
+from crohooks.store.queue import DeliveryQueue
 
 log = structlog.get_logger("crohooks.worker")
 
@@ -47,14 +49,16 @@ class DeliveryWorker:
     def __init__(
         self,
         settings: Settings,
-        store: DeliveryStore,
+        queue: DeliveryQueue,
+        housekeeping: Housekeeping,
         client: OutboundClient,
         *,
         concurrency: int | None = None,
         wakeup: asyncio.Event | None = None,
     ) -> None:
         self._settings = settings
-        self._store = store
+        self._queue = queue
+        self._housekeeping = housekeeping
         self._client = client
         self._concurrency = concurrency or settings.worker_concurrency
         self._retry = RetryPolicy.from_settings(settings)
@@ -110,7 +114,7 @@ class DeliveryWorker:
             if worth_claiming:
                 limit = min(free, self._claim_batch)
                 try:
-                    claimed = await self._store.claim(
+                    claimed = await self._queue.claim(
                         ClaimPolicy(
                             limit=limit,
                             per_hook_cap=self._settings.per_hook_inflight,
@@ -213,7 +217,7 @@ class DeliveryWorker:
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
             try:
-                await self._store.record(batch, now=utc_now())
+                await self._queue.record(batch, now=utc_now())
                 self._recorded.set()
             except Exception as error:
                 if not isinstance(error, DatabaseUnavailable):
@@ -231,7 +235,7 @@ class DeliveryWorker:
         """Auto-deactivate hooks failing for too long; purge old deliveries in small batches."""
         now = utc_now()
         failing_for = timedelta(seconds=self._settings.auto_deactivate_after_seconds)
-        for hook_id, tenant_id in await self._store.deactivate_failing_hooks(
+        for hook_id, tenant_id in await self._housekeeping.deactivate_failing_hooks(
             failing_for=failing_for, now=now
         ):
             log.warning(
@@ -242,7 +246,7 @@ class DeliveryWorker:
             )
         cutoff = now - timedelta(days=self._settings.retention_days)
         for _ in range(PURGE_BATCHES_PER_ROUND):
-            if await self._store.purge(older_than=cutoff) == 0:
+            if await self._housekeeping.purge(older_than=cutoff) == 0:
                 break
 
     async def _listen_loop(self, stop: asyncio.Event) -> None:

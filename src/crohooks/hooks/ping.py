@@ -13,7 +13,7 @@ from crohooks.delivery.body import render_delivery_body
 from crohooks.delivery.outbound import OutboundClient
 from crohooks.hooks.service import HookService
 from crohooks.model import Hook
-from crohooks.store.deliveries import DeliveryStore
+from crohooks.store.deliveries import DeliveryRepository
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,7 @@ class PingService:
     def __init__(
         self,
         hooks: HookService,
-        store: DeliveryStore,
+        store: DeliveryRepository,
         client: OutboundClient,
         *,
         timeout: float,

@@ -1,0 +1,166 @@
+"""Event intake: events and their deliveries, durable together, idempotent per tenant."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from crohooks.clock import to_cro
+from crohooks.errors import DuplicateKey
+from crohooks.model import AcceptedEvent, Hook, NewEvent
+from crohooks.store.connector import Connection, Database, Statement
+from crohooks.store.hooks import HookRepository
+
+_EARLIER_EVENT = Statement.shared(
+    "intake_earlier_event",
+    """
+    SELECT id, hook_count, accepted_at FROM events
+    WHERE tenant_id = :tenant_id AND idempotency_key = :key""",
+)
+_RELEASE_KEY = Statement.shared(
+    "intake_release_key", "UPDATE events SET idempotency_key = NULL WHERE id = :id"
+)
+_INSERT_EVENT = Statement.shared(
+    "intake_insert_event",
+    """
+    INSERT INTO events (id, tenant_id, event, data, idempotency_key, hook_count, accepted_at)
+    VALUES (:id, :tenant_id, :event, :data, :idempotency_key, :hook_count, :accepted_at)""",
+)
+_INSERT_DELIVERY = Statement.shared(
+    "intake_insert_delivery",
+    """
+    INSERT INTO deliveries (id, tenant_id, hook_id, event_id, event, body, status, attempts,
+                            next_attempt_at, created_at, updated_at)
+    VALUES (:id, :tenant_id, :hook_id, :event_id, :event, :body, 'pending', 0,
+            :now, :now, :now)""",
+)
+
+
+class BodyRenderer(Protocol):
+    """The body a hook receives (``delivery.body.render_delivery_body``): the wire format
+    is the delivery room's, so the store is handed it rather than importing it."""
+
+    def __call__(
+        self,
+        *,
+        data_json: str,
+        delivery_id: str,
+        event: str,
+        event_id: str,
+        hook_id: int,
+        tenant_id: int,
+        timestamp: str,
+    ) -> str: ...
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The rows of one accepted batch, written together when the batch is complete."""
+
+    tenant_id: int
+    now: datetime
+    timestamp: str
+    render_body: BodyRenderer
+    subscribers: dict[str, list[Hook]] = field(default_factory=dict)
+    keys: dict[str, AcceptedEvent] = field(default_factory=dict)
+    event_rows: list[dict[str, Any]] = field(default_factory=list)
+    delivery_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Intake:
+    def __init__(self, db: Database, render_body: BodyRenderer) -> None:
+        self._db = db
+        self._render_body = render_body
+
+    async def accept(
+        self,
+        tenant_id: int,
+        items: Sequence[NewEvent],
+        *,
+        now: datetime,
+        idempotency_window: timedelta,
+    ) -> list[AcceptedEvent]:
+        """Store events and one delivery per subscribed active hook, in one transaction.
+
+        The rows of the whole batch are written by two batched inserts at the end, and each
+        event type's subscribers are read once per batch. Workers are woken once it commits.
+        """
+        timestamp = to_cro(now)
+        assert timestamp is not None
+        batch = _Batch(tenant_id, now, timestamp, self._render_body)
+        try:
+            async with self._db.write() as conn:
+                accepted = [
+                    await _accept_one(conn, batch, item, idempotency_window) for item in items
+                ]
+                await conn.execute_many(_INSERT_EVENT, batch.event_rows)
+                await conn.execute_many(_INSERT_DELIVERY, batch.delivery_rows)
+                if batch.delivery_rows:
+                    conn.announce_work()
+                return accepted
+        except DuplicateKey as error:
+            # Two publishers raced on one idempotency key; the loser retries and finds it.
+            raise DuplicateKey("idempotency_key") from error
+
+
+async def _accept_one(
+    conn: Connection, batch: _Batch, item: NewEvent, window: timedelta
+) -> AcceptedEvent:
+    tenant_id, now = batch.tenant_id, batch.now
+    key = item.idempotency_key
+    if key is not None:
+        earlier = batch.keys.get(key)
+        if earlier is not None:
+            return AcceptedEvent(earlier.event_id, earlier.hook_count, duplicate=True)
+        rows = await conn.fetch(_EARLIER_EVENT, {"tenant_id": tenant_id, "key": key})
+        if rows:
+            existing = rows[0]
+            if existing["accepted_at"] > now - window:
+                return AcceptedEvent(existing["id"], existing["hook_count"], duplicate=True)
+            await conn.execute(_RELEASE_KEY, {"id": existing["id"]})
+    subscribed = batch.subscribers.get(item.event)
+    if subscribed is None:
+        subscribed = await HookRepository.active_subscribed(conn, tenant_id, item.event)
+        batch.subscribers[item.event] = subscribed
+    event_id = str(uuid.uuid4())
+    data_json = json.dumps(item.data, sort_keys=True)
+    batch.event_rows.append(
+        {
+            "id": event_id,
+            "tenant_id": tenant_id,
+            "event": item.event,
+            "data": data_json,
+            "idempotency_key": key,
+            "hook_count": len(subscribed),
+            "accepted_at": now,
+        }
+    )
+    for hook in subscribed:
+        delivery_id = str(uuid.uuid4())
+        batch.delivery_rows.append(
+            {
+                "id": delivery_id,
+                "tenant_id": tenant_id,
+                "hook_id": hook.id,
+                "event_id": event_id,
+                "event": item.event,
+                "body": batch.render_body(
+                    data_json=data_json,
+                    delivery_id=delivery_id,
+                    event=item.event,
+                    event_id=event_id,
+                    hook_id=hook.id,
+                    tenant_id=tenant_id,
+                    timestamp=batch.timestamp,
+                ),
+                "now": now,
+            }
+        )
+    accepted = AcceptedEvent(event_id, len(subscribed), duplicate=False)
+    if key is not None:
+        batch.keys[key] = accepted
+    return accepted
