@@ -17,7 +17,6 @@ from crohooks.ratelimit import DatabaseRateLimiter, MemoryRateLimiter, RateLimit
 from crohooks.settings import Settings
 from crohooks.store.connect import open_database
 from crohooks.store.connector import Database, DatabaseLimits
-from crohooks.store.database import Database as LegacyDatabase
 from crohooks.store.deliveries import DeliveryRepository
 from crohooks.store.hooks import HookRepository
 from crohooks.store.housekeeping import Housekeeping
@@ -32,8 +31,6 @@ from crohooks.store.versions import VersionPinRepository
 class Services:
     settings: Settings
     db: Database
-    legacy: LegacyDatabase
-    """The SQLAlchemy database, for the repositories not yet on ``db`` (hooks)."""
     verifier: TokenVerifier
     hooks: HookService
     tenants: TenantRepository
@@ -45,15 +42,14 @@ class Services:
     intake: EventIntake
     delivery_log: DeliveryLog
     delivery_wakeup: asyncio.Event
-    rate_limiter: RateLimiter
     """Set after intake so an in-process worker starts at once instead of at its next poll."""
+    rate_limiter: RateLimiter
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         db = open_database(settings.database_url, DatabaseLimits.of(settings))
-        legacy = LegacyDatabase.for_settings(settings)
         hooks = HookService(
-            HookRepository(legacy), secret_grace=timedelta(seconds=settings.secret_grace_seconds)
+            HookRepository(db), secret_grace=timedelta(seconds=settings.secret_grace_seconds)
         )
         deliveries = DeliveryRepository(db)
         outbound = OutboundClient(settings)
@@ -61,7 +57,6 @@ class Services:
         return cls(
             settings=settings,
             db=db,
-            legacy=legacy,
             verifier=build_verifier(settings),
             hooks=hooks,
             tenants=TenantRepository(db),
@@ -82,4 +77,3 @@ class Services:
         await self.outbound.aclose()
         await self.verifier.aclose()
         await self.db.dispose()
-        await self.legacy.dispose()

@@ -14,17 +14,19 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
 from standardwebhooks import Webhook
 
 from crohooks.delivery.worker import DeliveryWorker
 from crohooks.services import Services
-from crohooks.store.schema import deliveries
+from crohooks.store.connector import Statement
 from tests.conftest import api_client, make_settings
 from tests.support.receiver import Receiver, Reply
 
 Auth = Callable[..., dict[str, str]]
 SECRET = "VGhlIGxhenkgYnJvd24gZG9n"
+ATTEMPTS_AND_DEFERRALS = Statement.shared(
+    "attempts_and_deferrals", "SELECT attempts, deferrals FROM deliveries WHERE id = :id"
+)
 
 
 @dataclass
@@ -216,20 +218,13 @@ async def test_a_short_retry_after_does_not_use_up_the_schedule(
         detail = (
             await env.client.get(f"/hooks/{hook_id}/deliveries/{delivery_id}", headers=auth())
         ).json()
-        async with env.services.legacy.read() as conn:
-            stored = (
-                await conn.execute(
-                    select(deliveries.c.attempts, deliveries.c.deferrals).where(
-                        deliveries.c.id == delivery_id
-                    )
-                )
-            ).one()
+        (stored,) = await env.services.db.fetch(ATTEMPTS_AND_DEFERRALS, {"id": delivery_id})
     assert len(requests) == throttled + 1
     assert [a["http_status"] for a in detail["attempts"]] == [429] * throttled + [200]
     assert [a["number"] for a in detail["attempts"]] == list(range(1, throttled + 2))
     assert detail["attempt_count"] == throttled + 1
     # Every throttled attempt was a deferral: only the successful one used a step.
-    assert (stored.attempts, stored.deferrals) == (throttled + 1, throttled)
+    assert (stored["attempts"], stored["deferrals"]) == (throttled + 1, throttled)
     gaps = [b.received_at - a.received_at for a, b in itertools.pairwise(requests)]
     assert all(gap >= 0.9 for gap in gaps)
 

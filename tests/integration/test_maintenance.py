@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
-
 from crohooks.clock import utc_now
 from crohooks.delivery.body import render_delivery_body
 from crohooks.delivery.worker import DeliveryWorker
 from crohooks.model import NewEvent
 from crohooks.services import Services
+from crohooks.store.connector import Statement
 from crohooks.store.hooks import HookRepository
 from crohooks.store.intake import Intake
-from crohooks.store.schema import attempts, deliveries, events
 from tests.conftest import make_settings
+
+STATUS_BY_HOOK = Statement.shared("status_by_hook", "SELECT hook_id, status FROM deliveries")
+ALL_SUCCEEDED = Statement.shared("all_succeeded", "UPDATE deliveries SET status = 'succeeded'")
+LEFT = Statement.shared(
+    "left",
+    "SELECT (SELECT count(*) FROM deliveries) AS deliveries,"
+    " (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM attempts) AS attempts",
+)
 
 
 def _worker(services: Services) -> DeliveryWorker:
@@ -36,7 +42,7 @@ async def test_a_hook_failing_for_days_is_deactivated(database_url: str) -> None
         fresh = await services.hooks.create(
             34, url="https://n.example", events=("Job",), secret=None, field="x"
         )
-        async with services.legacy.write() as conn:
+        async with services.db.write() as conn:
             for hook in (failing, recovering):
                 await HookRepository.record_outcome(
                     conn, 34, hook.id, succeeded=False, at=now - timedelta(days=3)
@@ -55,9 +61,8 @@ async def test_a_hook_failing_for_days_is_deactivated(database_url: str) -> None
         assert (await services.hooks.get(34, failing.id)).is_deleted
         assert not (await services.hooks.get(34, recovering.id)).is_deleted
         assert not (await services.hooks.get(34, fresh.id)).is_deleted
-        async with services.legacy.read() as conn:
-            rows = await conn.execute(select(deliveries.c.hook_id, deliveries.c.status))
-            by_hook = {hook_id: status for hook_id, status in rows}
+        rows = await services.db.fetch(STATUS_BY_HOOK)
+        by_hook = {row["hook_id"]: row["status"] for row in rows}
         assert by_hook[failing.id] == "cancelled"
         assert by_hook[fresh.id] == "pending"
     finally:
@@ -84,8 +89,7 @@ async def test_old_finished_deliveries_are_purged(database_url: str) -> None:
             now=now - timedelta(days=1),
             idempotency_window=window,
         )
-        async with services.legacy.write() as conn:
-            await conn.execute(update(deliveries).values(status="succeeded"))
+        await services.db.write_alone(ALL_SUCCEEDED)
         await Intake(services.db, render_delivery_body).accept(
             34,
             [NewEvent("Job", {"old-but-pending": 1})],
@@ -93,14 +97,7 @@ async def test_old_finished_deliveries_are_purged(database_url: str) -> None:
             idempotency_window=window,
         )
         await _worker(services).maintain()
-        async with services.legacy.read() as conn:
-            left = (await conn.execute(select(func.count()).select_from(deliveries))).scalar()
-            left_events = (await conn.execute(select(func.count()).select_from(events))).scalar()
-            left_attempts = (
-                await conn.execute(select(func.count()).select_from(attempts))
-            ).scalar()
-        assert left == 2
-        assert left_events == 2
-        assert left_attempts == 0
+        (left,) = await services.db.fetch(LEFT)
+        assert left == {"deliveries": 2, "events": 2, "attempts": 0}
     finally:
         await services.aclose()

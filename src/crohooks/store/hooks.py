@@ -4,44 +4,126 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import Row, and_, bindparam, case, func, select, update
-from sqlalchemy.exc import IntegrityError
 
 from crohooks.errors import DuplicateKey
 from crohooks.model import Hook
-from crohooks.store.database import Conn, Database
-from crohooks.store.schema import UTCDateTime, deliveries, hooks
+from crohooks.store.connector import Connection, Database, Row, Statement
+from crohooks.store.queue import cancel_pending_deliveries
 
 
-def _hook(row: Row[Any]) -> Hook:
-    m = row._mapping
+def _hook(row: Row) -> Hook:
     return Hook(
-        id=m["id"],
-        tenant_id=m["tenant_id"],
-        url=m["url"],
-        secret=m["secret"],
-        events=tuple(json.loads(m["events"])),
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-        deleted_at=m["deleted_at"],
-        last_http_success=m["last_http_success"],
-        last_http_fail=m["last_http_fail"],
-        previous_secret=m["previous_secret"],
-        previous_secret_until=m["previous_secret_until"],
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        url=row["url"],
+        secret=row["secret"],
+        events=tuple(json.loads(row["events"])),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        deleted_at=row["deleted_at"],
+        last_http_success=row["last_http_success"],
+        last_http_fail=row["last_http_fail"],
+        previous_secret=row["previous_secret"],
+        previous_secret_until=row["previous_secret_until"],
     )
 
 
-_ONE_HOOK = select(hooks).where(
-    and_(hooks.c.tenant_id == bindparam("tenant_id"), hooks.c.id == bindparam("hook_id"))
+# Every statement that hands back hooks names the columns ``_hook`` reads.
+_CREATE = Statement.shared(
+    "hook_create",
+    "INSERT INTO hooks (tenant_id, url, secret, events, created_at, updated_at)"
+    " VALUES (:tenant_id, :url, :secret, :events, :now, :now)"
+    " RETURNING id, tenant_id, url, secret, events, previous_secret, previous_secret_until,"
+    " created_at, updated_at, deleted_at, last_http_success, last_http_fail",
 )
-"""Built once: constructing a statement per call costs more than running it on SQLite."""
+_ONE = Statement.shared(
+    "hook_one",
+    "SELECT id, tenant_id, url, secret, events, previous_secret, previous_secret_until,"
+    " created_at, updated_at, deleted_at, last_http_success, last_http_fail"
+    " FROM hooks WHERE tenant_id = :tenant_id AND id = :hook_id",
+)
+_ACTIVE = Statement.shared(
+    "hooks_active",
+    "SELECT id, tenant_id, url, secret, events, previous_secret, previous_secret_until,"
+    " created_at, updated_at, deleted_at, last_http_success, last_http_fail"
+    " FROM hooks WHERE tenant_id = :tenant_id AND deleted_at IS NULL ORDER BY id",
+)
+_COUNT = {
+    None: Statement.shared(
+        "hooks_count", "SELECT count(*) AS total FROM hooks WHERE tenant_id = :tenant_id"
+    ),
+    True: Statement.shared(
+        "hooks_count_deleted",
+        "SELECT count(*) AS total FROM hooks"
+        " WHERE tenant_id = :tenant_id AND deleted_at IS NOT NULL",
+    ),
+    False: Statement.shared(
+        "hooks_count_active",
+        "SELECT count(*) AS total FROM hooks WHERE tenant_id = :tenant_id AND deleted_at IS NULL",
+    ),
+}
+_PAGE = {
+    None: Statement.shared(
+        "hooks_page",
+        "SELECT id, tenant_id, url, secret, events, previous_secret, previous_secret_until,"
+        " created_at, updated_at, deleted_at, last_http_success, last_http_fail"
+        " FROM hooks WHERE tenant_id = :tenant_id"
+        " ORDER BY id LIMIT :limit OFFSET :offset",
+    ),
+    True: Statement.shared(
+        "hooks_page_deleted",
+        "SELECT id, tenant_id, url, secret, events, previous_secret, previous_secret_until,"
+        " created_at, updated_at, deleted_at, last_http_success, last_http_fail"
+        " FROM hooks WHERE tenant_id = :tenant_id AND deleted_at IS NOT NULL"
+        " ORDER BY id LIMIT :limit OFFSET :offset",
+    ),
+    False: Statement.shared(
+        "hooks_page_active",
+        "SELECT id, tenant_id, url, secret, events, previous_secret, previous_secret_until,"
+        " created_at, updated_at, deleted_at, last_http_success, last_http_fail"
+        " FROM hooks WHERE tenant_id = :tenant_id AND deleted_at IS NULL"
+        " ORDER BY id LIMIT :limit OFFSET :offset",
+    ),
+}
+"""By ``list_page``'s ``deleted``: every hook, the deleted ones, the active ones."""
 
-
-def _is_unique_violation(error: IntegrityError) -> bool:
-    text = str(error.orig).lower()
-    return "unique" in text or "duplicate key" in text
+_UPDATE = Statement.shared(
+    "hook_update",
+    "UPDATE hooks SET url = :url, events = COALESCE(:events, events), updated_at = :now"
+    " WHERE tenant_id = :tenant_id AND id = :hook_id AND deleted_at IS NULL"
+    " RETURNING id, tenant_id, url, secret, events, previous_secret, previous_secret_until,"
+    " created_at, updated_at, deleted_at, last_http_success, last_http_fail",
+)
+_UPDATE_WITH_NEW_SECRET = Statement.shared(
+    "hook_update_with_new_secret",
+    "UPDATE hooks SET url = :url, events = COALESCE(:events, events), updated_at = :now,"
+    " secret = :secret, previous_secret = :previous_secret,"
+    " previous_secret_until = :previous_secret_until"
+    " WHERE tenant_id = :tenant_id AND id = :hook_id AND deleted_at IS NULL"
+    " RETURNING id, tenant_id, url, secret, events, previous_secret, previous_secret_until,"
+    " created_at, updated_at, deleted_at, last_http_success, last_http_fail",
+)
+_SOFT_DELETE = Statement.shared(
+    "hook_soft_delete",
+    "UPDATE hooks SET deleted_at = :now, updated_at = :now, deleted_reason = :reason"
+    " WHERE tenant_id = :tenant_id AND id = :hook_id AND deleted_at IS NULL"
+    " RETURNING id, tenant_id, url, secret, events, previous_secret, previous_secret_until,"
+    " created_at, updated_at, deleted_at, last_http_success, last_http_fail",
+)
+_RECORD_SUCCESS = Statement.shared(
+    "hook_record_success",
+    "UPDATE hooks SET"
+    " last_http_success = CASE WHEN last_http_success > :at THEN last_http_success ELSE :at END,"
+    " failing_since = NULL"
+    " WHERE tenant_id = :tenant_id AND id = :hook_id",
+)
+_RECORD_FAILURE = Statement.shared(
+    "hook_record_failure",
+    "UPDATE hooks SET"
+    " last_http_fail = CASE WHEN last_http_fail > :at THEN last_http_fail ELSE :at END,"
+    " failing_since = COALESCE(failing_since, :at)"
+    " WHERE tenant_id = :tenant_id AND id = :hook_id",
+)
 
 
 class HookRepository:
@@ -51,58 +133,41 @@ class HookRepository:
     async def create(
         self, tenant_id: int, *, url: str, secret: str, events: tuple[str, ...], now: datetime
     ) -> Hook:
+        params = {
+            "tenant_id": tenant_id,
+            "url": url,
+            "secret": secret,
+            "events": json.dumps(list(events)),
+            "now": now,
+        }
         try:
-            async with self._db.write() as conn:
-                result = await conn.execute(
-                    hooks.insert()
-                    .values(
-                        tenant_id=tenant_id,
-                        url=url,
-                        secret=secret,
-                        events=json.dumps(list(events)),
-                        created_at=now,
-                        updated_at=now,
-                    )
-                    .returning(*hooks.c)
-                )
-                return _hook(result.one())
-        except IntegrityError as error:
-            if _is_unique_violation(error):
-                raise DuplicateKey("url") from error
-            raise
+            (row,) = await self._db.write_alone(_CREATE, params)
+        except DuplicateKey as error:
+            raise DuplicateKey("url") from error
+        return _hook(row)
 
     async def get(self, tenant_id: int, hook_id: int) -> Hook | None:
-        rows = await self._db.fetch(_ONE_HOOK, {"tenant_id": tenant_id, "hook_id": hook_id})
+        rows = await self._db.fetch(_ONE, {"tenant_id": tenant_id, "hook_id": hook_id})
         return _hook(rows[0]) if rows else None
 
     @staticmethod
-    async def get_in(conn: Conn, tenant_id: int, hook_id: int) -> Hook | None:
-        result = await conn.execute(_ONE_HOOK, {"tenant_id": tenant_id, "hook_id": hook_id})
-        row = result.first()
-        return _hook(row) if row is not None else None
+    async def get_in(conn: Connection, tenant_id: int, hook_id: int) -> Hook | None:
+        rows = await conn.fetch(_ONE, {"tenant_id": tenant_id, "hook_id": hook_id})
+        return _hook(rows[0]) if rows else None
 
     async def list_page(
         self, tenant_id: int, *, deleted: bool | None, limit: int, offset: int
     ) -> tuple[list[Hook], int]:
-        condition = hooks.c.tenant_id == tenant_id
-        if deleted is True:
-            condition = and_(condition, hooks.c.deleted_at.is_not(None))
-        elif deleted is False:
-            condition = and_(condition, hooks.c.deleted_at.is_(None))
+        params = {"tenant_id": tenant_id, "limit": limit, "offset": offset}
         async with self._db.read() as conn:
-            total = (await conn.execute(select(func.count()).where(condition))).scalar_one()
-            rows = await conn.execute(
-                select(hooks).where(condition).order_by(hooks.c.id).limit(limit).offset(offset)
-            )
-            return [_hook(row) for row in rows], total
+            (counted,) = await conn.fetch(_COUNT[deleted], params)
+            rows = await conn.fetch(_PAGE[deleted], params)
+        total: int = counted["total"]
+        return [_hook(row) for row in rows], total
 
     @staticmethod
-    async def active_subscribed(conn: Conn, tenant_id: int, event: str) -> list[Hook]:
-        rows = await conn.execute(
-            select(hooks)
-            .where(and_(hooks.c.tenant_id == tenant_id, hooks.c.deleted_at.is_(None)))
-            .order_by(hooks.c.id)
-        )
+    async def active_subscribed(conn: Connection, tenant_id: int, event: str) -> list[Hook]:
+        rows = await conn.fetch(_ACTIVE, {"tenant_id": tenant_id})
         return [hook for hook in map(_hook, rows) if event in hook.events]
 
     async def update(
@@ -116,39 +181,35 @@ class HookRepository:
         secret_grace_until: datetime,
         now: datetime,
     ) -> Hook | None:
-        """Update an active hook; ``None`` if it is gone or was deleted meanwhile."""
+        """Update an active hook; ``None`` if it is gone or was deleted meanwhile.
+
+        ``None`` events keep the hook's; a new secret keeps the one it replaces signing
+        until ``secret_grace_until``.
+        """
+        params: dict[str, object] = {
+            "tenant_id": tenant_id,
+            "hook_id": hook_id,
+            "url": url,
+            "events": None if events is None else json.dumps(list(events)),
+            "now": now,
+        }
         try:
             async with self._db.write() as conn:
                 current = await self.get_in(conn, tenant_id, hook_id)
                 if current is None or current.is_deleted:
                     return None
-                values: dict[str, Any] = {"url": url, "updated_at": now}
-                if events is not None:
-                    values["events"] = json.dumps(list(events))
+                statement = _UPDATE
                 if secret is not None and secret != current.secret:
-                    values.update(
+                    statement = _UPDATE_WITH_NEW_SECRET
+                    params.update(
                         secret=secret,
                         previous_secret=current.secret,
                         previous_secret_until=secret_grace_until,
                     )
-                result = await conn.execute(
-                    update(hooks)
-                    .where(
-                        and_(
-                            hooks.c.tenant_id == tenant_id,
-                            hooks.c.id == hook_id,
-                            hooks.c.deleted_at.is_(None),
-                        )
-                    )
-                    .values(**values)
-                    .returning(*hooks.c)
-                )
-                row = result.first()
-                return _hook(row) if row is not None else None
-        except IntegrityError as error:
-            if _is_unique_violation(error):
-                raise DuplicateKey("url") from error
-            raise
+                rows = await conn.fetch(statement, params)
+        except DuplicateKey as error:
+            raise DuplicateKey("url") from error
+        return _hook(rows[0]) if rows else None
 
     async def soft_delete(
         self, tenant_id: int, hook_id: int, *, now: datetime, reason: str = "deleted by user"
@@ -159,29 +220,18 @@ class HookRepository:
 
     @staticmethod
     async def soft_delete_in(
-        conn: Conn, tenant_id: int, hook_id: int, *, now: datetime, reason: str
+        conn: Connection, tenant_id: int, hook_id: int, *, now: datetime, reason: str
     ) -> Hook | None:
-        result = await conn.execute(
-            update(hooks)
-            .where(
-                and_(
-                    hooks.c.tenant_id == tenant_id,
-                    hooks.c.id == hook_id,
-                    hooks.c.deleted_at.is_(None),
-                )
-            )
-            .values(deleted_at=now, updated_at=now, deleted_reason=reason)
-            .returning(*hooks.c)
-        )
-        row = result.first()
-        if row is None:
+        params = {"tenant_id": tenant_id, "hook_id": hook_id, "now": now, "reason": reason}
+        rows = await conn.fetch(_SOFT_DELETE, params)
+        if not rows:
             return None
         await cancel_pending_deliveries(conn, [hook_id], now=now)
-        return _hook(row)
+        return _hook(rows[0])
 
     @staticmethod
     async def record_outcome(
-        conn: Conn, tenant_id: int, hook_id: int, *, succeeded: bool, at: datetime
+        conn: Connection, tenant_id: int, hook_id: int, *, succeeded: bool, at: datetime
     ) -> None:
         """Move ``last_http_success``/``last_http_fail`` forward (never back) after an attempt.
 
@@ -189,51 +239,4 @@ class HookRepository:
         measures from it.
         """
         statement = _RECORD_SUCCESS if succeeded else _RECORD_FAILURE
-        await conn.execute(statement, {"b_tenant": tenant_id, "b_hook": hook_id, "b_at": at})
-
-
-def record_outcome_statement(*, succeeded: bool) -> Any:
-    """``UPDATE hooks`` moving ``last_http_*`` forward; binds ``b_tenant``, ``b_hook``,
-    ``b_at``."""
-    moment = bindparam("b_at", type_=UTCDateTime)
-    values: dict[str, Any]
-    if succeeded:
-        values = {
-            "last_http_success": case(
-                (hooks.c.last_http_success > moment, hooks.c.last_http_success), else_=moment
-            ),
-            "failing_since": None,
-        }
-    else:
-        values = {
-            "last_http_fail": case(
-                (hooks.c.last_http_fail > moment, hooks.c.last_http_fail), else_=moment
-            ),
-            "failing_since": func.coalesce(hooks.c.failing_since, moment),
-        }
-    return (
-        update(hooks)
-        .where(and_(hooks.c.tenant_id == bindparam("b_tenant"), hooks.c.id == bindparam("b_hook")))
-        .values(**values)
-    )
-
-
-_RECORD_SUCCESS = record_outcome_statement(succeeded=True)
-_RECORD_FAILURE = record_outcome_statement(succeeded=False)
-
-
-async def cancel_pending_deliveries(conn: Conn, hook_ids: list[int], *, now: datetime) -> None:
-    """A deleted hook receives nothing more: its queued deliveries end as cancelled."""
-    await conn.execute(
-        update(deliveries)
-        .where(and_(deliveries.c.hook_id.in_(hook_ids), deliveries.c.status == "pending"))
-        .values(
-            status="cancelled",
-            completed_at=now,
-            updated_at=now,
-            next_attempt_at=None,
-            lease_expires_at=None,
-            leased_by=None,
-            last_message="hook deleted",
-        )
-    )
+        await conn.execute(statement, {"tenant_id": tenant_id, "hook_id": hook_id, "at": at})
