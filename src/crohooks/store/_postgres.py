@@ -170,12 +170,17 @@ class PostgresDatabase:
         return conn
 
     async def _give_back(self, conn: _Conn) -> None:
-        if self._pool is not None:
-            if not conn.is_closed():
-                if len(self._idle_since) > 4 * self.limits.pool_size:
-                    self._idle_since.clear()  # backends the pool has since closed
-                self._idle_since[conn.get_server_pid()] = time.monotonic()
-            await self._pool.release(cast("PoolConnectionProxy[Any]", conn))
+        if self._pool is None:
+            return
+        try:
+            closed = conn.is_closed()
+        except asyncpg.InterfaceError:
+            return  # it broke, and the pool has taken it back already
+        if not closed:
+            if len(self._idle_since) > 4 * self.limits.pool_size:
+                self._idle_since.clear()  # backends the pool has since closed
+            self._idle_since[conn.get_server_pid()] = time.monotonic()
+        await self._pool.release(cast("PoolConnectionProxy[Any]", conn))
 
     # -- bounded steps ----------------------------------------------------------------
 
@@ -216,18 +221,18 @@ class PostgresDatabase:
         task.cancel()
         if holding is not None:
             holding.abandoned = True
-            holding.conn.terminate()  # no wait for a server that may never answer
+            # Closed at once, without waiting for a server that may never answer; the
+            # pool takes the closed connection back by itself and opens a new one later.
+            holding.conn.terminate()
 
         async def wind_down() -> None:
             await asyncio.wait((task,))
-            failed = task.cancelled() or task.exception() is not None
-            conn = holding.conn if holding is not None else None if failed else task.result()
-            if conn is not None:
-                conn.terminate()
-                try:
-                    await self._give_back(conn)
-                except Exception as error:  # it is being thrown away anyway
-                    log.debug("releasing an abandoned connection failed", error=repr(error))
+            if task.cancelled() or task.exception() is not None or holding is not None:
+                return
+            try:  # a check-out that completed after all: the connection is fine
+                await self._give_back(task.result())
+            except Exception as error:
+                log.debug("returning a late connection failed", error=repr(error))
 
         cleanup = asyncio.get_running_loop().create_task(wind_down())
         self._abandoned.add(cleanup)
