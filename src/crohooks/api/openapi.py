@@ -45,7 +45,7 @@ from crohooks.errors import (
     Unauthenticated,
 )
 from crohooks.hooks.rules import HOOK_EVENTS, MAX_URL_LENGTH, PUBLISHABLE_EVENTS
-from crohooks.store.deliveries import DeliveryStatus
+from crohooks.model import DeliveryStatus
 
 CRO_TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}$"
 MAX_ID = 10**18 - 1
