@@ -43,7 +43,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker: AbstractAsyncContextManager[None] = (
-            worker_thread(settings, wakeup=built.delivery_wakeup) if run_worker else nullcontext()
+            worker_thread(settings) if run_worker else nullcontext()
         )
         try:
             async with worker:

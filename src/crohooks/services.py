@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -41,8 +40,6 @@ class Services:
     ping: PingService
     intake: EventIntake
     delivery_log: DeliveryLog
-    delivery_wakeup: asyncio.Event
-    """Set after intake so an in-process worker starts at once instead of at its next poll."""
     rate_limiter: RateLimiter
 
     @classmethod
@@ -53,7 +50,6 @@ class Services:
         )
         deliveries = DeliveryRepository(db)
         outbound = OutboundClient(settings)
-        wakeup = asyncio.Event()
         return cls(
             settings=settings,
             db=db,
@@ -65,9 +61,8 @@ class Services:
             housekeeping=Housekeeping(db),
             outbound=outbound,
             ping=PingService(hooks, deliveries, outbound, timeout=settings.ping_timeout),
-            intake=EventIntake(Intake(db, render_delivery_body), wakeup),
-            delivery_log=DeliveryLog(hooks, deliveries, wakeup),
-            delivery_wakeup=wakeup,
+            intake=EventIntake(Intake(db, render_delivery_body)),
+            delivery_log=DeliveryLog(hooks, deliveries),
             rate_limiter=MemoryRateLimiter()
             if db.dialect == "sqlite"
             else DatabaseRateLimiter(RateLimitCounters(db)),

@@ -52,7 +52,6 @@ async def running(database_url: str, **overrides: Any) -> AsyncIterator[Env]:
         services.queue,
         services.housekeeping,
         services.outbound,
-        wakeup=services.delivery_wakeup,
     )
     task = asyncio.create_task(worker.run(stop))
     try:

@@ -16,7 +16,6 @@ async def deliver_until_idle(services: Services, *, timeout: float = 10.0) -> No
         services.queue,
         services.housekeeping,
         services.outbound,
-        wakeup=services.delivery_wakeup,
     )
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -15,12 +14,12 @@ IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
 class EventIntake:
-    def __init__(self, store: Intake, wakeup: asyncio.Event) -> None:
+    def __init__(self, store: Intake) -> None:
         self._store = store
-        self._wakeup = wakeup
 
     async def publish(self, tenant_id: int, items: Sequence[NewEvent]) -> list[AcceptedEvent]:
-        """Store the events with their deliveries in one transaction, then wake a worker.
+        """Store the events with their deliveries in one transaction (which wakes the
+        workers as it commits).
 
         A publisher racing another on the same idempotency key loses the unique index
         race once; the second try finds the winner's event and returns its id.
@@ -34,6 +33,4 @@ class EventIntake:
             except DuplicateKey:
                 if attempt:
                     raise
-        if any(event.hook_count and not event.duplicate for event in accepted):
-            self._wakeup.set()
         return accepted

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 
 from crohooks.clock import utc_now
@@ -13,12 +12,9 @@ from crohooks.store.deliveries import DeliveryRepository
 
 
 class DeliveryLog:
-    def __init__(
-        self, hooks: HookService, store: DeliveryRepository, wakeup: asyncio.Event
-    ) -> None:
+    def __init__(self, hooks: HookService, store: DeliveryRepository) -> None:
         self._hooks = hooks
         self._store = store
-        self._wakeup = wakeup
 
     async def list_page(
         self, tenant_id: int, hook_id: int, *, status: str | None, limit: int, offset: int
@@ -52,7 +48,6 @@ class DeliveryLog:
         redelivered = await self._store.redeliver(tenant_id, hook_id, delivery_id, now=utc_now())
         if redelivered is None:
             raise Conflict("the delivery is already queued", field="PathParameters.delivery_id")
-        self._wakeup.set()
         return redelivered
 
     async def recover(
@@ -62,9 +57,6 @@ class DeliveryLog:
         if hook.is_deleted:
             raise Conflict(f"hook {hook_id} is deleted", field="PathParameters.hook_id")
         now = utc_now()
-        count = await self._store.recover(
+        return await self._store.recover(
             tenant_id, hook_id, since=since, until=until or now, now=now
         )
-        if count:
-            self._wakeup.set()
-        return count

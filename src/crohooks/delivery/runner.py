@@ -40,7 +40,6 @@ async def deliver(
     stop: asyncio.Event,
     *,
     concurrency: int | None = None,
-    wakeup: asyncio.Event | None = None,
     started: Callable[[], None] | None = None,
 ) -> None:
     """Run a worker with a database and an outbound client of its own until ``stop``."""
@@ -53,7 +52,6 @@ async def deliver(
                 Housekeeping(db),
                 client,
                 concurrency=concurrency,
-                wakeup=wakeup,
             )
             if started is not None:
                 started()
@@ -78,12 +76,11 @@ def run_worker_process(settings: Settings, *, concurrency: int | None) -> int:
 
 
 class _Handle:
-    """What the API's loop holds of the worker's: its loop and the two events it obeys."""
+    """What the API's loop holds of the worker's: its loop and the event that stops it."""
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.stop = asyncio.Event()
-        self.wakeup = asyncio.Event()
 
     def set_threadsafe(self, event: asyncio.Event) -> None:
         # Once the worker's thread has ended its loop is closed, and nothing is left to tell.
@@ -92,20 +89,18 @@ class _Handle:
 
 
 @asynccontextmanager
-async def worker_thread(settings: Settings, *, wakeup: asyncio.Event) -> AsyncIterator[None]:
+async def worker_thread(settings: Settings) -> AsyncIterator[None]:
     """A delivery worker in a thread with its own event loop, database and client.
 
-    ``wakeup`` is the calling loop's event that intake and the delivery log set; each time
-    it is set the worker's own wake-up is set too, on the worker's loop. On the way out
-    the worker finishes what is in flight and writes it down, as on SIGTERM.
+    It wakes when a transaction of the API's announces work (the store's wake-ups reach
+    other threads and processes). On the way out the worker finishes what is in flight
+    and writes it down, as on SIGTERM.
     """
     ready: Future[_Handle] = Future()
 
     async def main() -> None:
         handle = _Handle()
-        await deliver(
-            settings, handle.stop, wakeup=handle.wakeup, started=lambda: ready.set_result(handle)
-        )
+        await deliver(settings, handle.stop, started=lambda: ready.set_result(handle))
 
     def run() -> None:
         try:
@@ -119,17 +114,8 @@ async def worker_thread(settings: Settings, *, wakeup: asyncio.Event) -> AsyncIt
     thread = threading.Thread(target=run, name="crohooks-worker", daemon=True)
     thread.start()
     handle = await asyncio.wrap_future(ready)
-
-    async def relay() -> None:
-        while True:
-            await wakeup.wait()
-            wakeup.clear()
-            handle.set_threadsafe(handle.wakeup)
-
-    relaying = asyncio.create_task(relay(), name="crohooks-worker-wakeup")
     try:
         yield
     finally:
-        relaying.cancel()
         handle.set_threadsafe(handle.stop)
         await asyncio.to_thread(thread.join)

@@ -13,9 +13,7 @@ import socket
 import uuid
 from datetime import timedelta
 
-import psycopg
 import structlog
-from sqlalchemy.engine import make_url
 
 from crohooks import metrics
 from crohooks.clock import utc_now
@@ -25,8 +23,6 @@ from crohooks.delivery.retry import RETRY_AFTER_STATUSES, RetryPolicy
 from crohooks.errors import DatabaseUnavailable
 from crohooks.model import ClaimedDelivery, ClaimPolicy, DeliveryStatus, Outcome
 from crohooks.settings import Settings
-from crohooks.store._postgres import NOTIFY_CHANNEL
-from crohooks.store.database import DatabaseLimits
 from crohooks.store.housekeeping import Housekeeping
 from crohooks.store.queue import DeliveryQueue
 
@@ -54,7 +50,6 @@ class DeliveryWorker:
         client: OutboundClient,
         *,
         concurrency: int | None = None,
-        wakeup: asyncio.Event | None = None,
     ) -> None:
         self._settings = settings
         self._queue = queue
@@ -63,7 +58,7 @@ class DeliveryWorker:
         self._concurrency = concurrency or settings.worker_concurrency
         self._retry = RetryPolicy.from_settings(settings)
         self.worker_id = f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._wakeup = wakeup or asyncio.Event()
+        self._wakeup = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._outcomes: list[Outcome] = []
@@ -74,11 +69,6 @@ class DeliveryWorker:
         # for a quarter of the slots unless the worker is idle.
         self._claim_at_least = max(1, self._concurrency // 4)
 
-    @property
-    def wakeup(self) -> asyncio.Event:
-        """Set it to make the worker look for work now (in-process intake does)."""
-        return self._wakeup
-
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set, then finish what is in flight and write it down."""
         log.info("worker started", worker_id=self.worker_id, concurrency=self._concurrency)
@@ -86,8 +76,7 @@ class DeliveryWorker:
             asyncio.create_task(self._flush_loop(stop), name="crohooks-flush"),
             asyncio.create_task(self._maintenance_loop(stop), name="crohooks-maintenance"),
         ]
-        if not self._store_is_sqlite():
-            helpers.append(asyncio.create_task(self._listen_loop(stop), name="crohooks-listen"))
+        helpers.append(asyncio.create_task(self._listen_loop(stop), name="crohooks-listen"))
         try:
             await self._claim_loop(stop)
         finally:
@@ -98,9 +87,6 @@ class DeliveryWorker:
             await asyncio.gather(*helpers, return_exceptions=True)
             await self._flush()
             log.info("worker stopped", worker_id=self.worker_id)
-
-    def _store_is_sqlite(self) -> bool:
-        return self._settings.is_sqlite
 
     async def _claim_loop(self, stop: asyncio.Event) -> None:
         lease = timedelta(seconds=self._settings.lease_seconds)
@@ -250,29 +236,14 @@ class DeliveryWorker:
                 break
 
     async def _listen_loop(self, stop: asyncio.Event) -> None:
-        """PostgreSQL LISTEN/NOTIFY wake-ups; polling still covers any lost notification."""
-        url = make_url(self._settings.database_url).set(drivername="postgresql")
-        conninfo = url.render_as_string(hide_password=False)
-        connect_args = DatabaseLimits.of(self._settings).connect_args()
-        lost = False
+        """Wake the claim loop when work is announced; polling covers whatever is missed."""
         while not stop.is_set():
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    conninfo, autocommit=True, **connect_args
-                ) as conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    if lost:
-                        log.info("LISTEN connection restored")
-                        lost = False
-                    self._wakeup.set()
-                    while not stop.is_set():
-                        async for _ in conn.notifies(timeout=0.5, stop_after=1):
-                            self._wakeup.set()
-            except (psycopg.Error, OSError) as error:
-                if not lost:  # once per outage; polling carries on meanwhile
-                    log.warning("LISTEN connection lost", error=str(error))
-                    lost = True
+                await self._queue.wait_for_work(self._settings.poll_interval)
+            except Exception:  # the store logs its own outages; polling goes on meanwhile
                 await _wait_any(stop, timeout=self._settings.poll_interval)
+                continue
+            self._wakeup.set()
 
 
 async def _wait_any(*events: asyncio.Event, timeout: float) -> None:  # noqa: ASYNC109

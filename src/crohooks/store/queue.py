@@ -152,6 +152,11 @@ class DeliveryQueue:
         # A list parameter: a JSON array for SQLite's json_each, a list for PostgreSQL's ANY.
         self._list: Callable[[list[Any]], Any] = json.dumps if db.dialect == "sqlite" else list
 
+    async def wait_for_work(self, seconds: float) -> None:
+        """Return when a transaction announced queued work (in any process), or after
+        ``seconds``."""
+        await self._db.wait_for_work(seconds)
+
     async def claim(self, policy: ClaimPolicy, *, now: datetime) -> list[ClaimedDelivery]:
         """Lease up to ``policy.limit`` due deliveries.
 
