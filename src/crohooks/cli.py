@@ -7,11 +7,14 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from sqlalchemy.exc import DBAPIError
-
 from crohooks.auth.principal import Role
 from crohooks.clock import utc_now
-from crohooks.errors import ConfigurationError, DuplicateKey
+from crohooks.errors import (
+    ConfigurationError,
+    DatabaseError,
+    DatabaseUnavailable,
+    DuplicateKey,
+)
 from crohooks.model import Tenant
 from crohooks.settings import Settings
 
@@ -66,10 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigurationError, DuplicateKey, ValueError) as error:
         print(f"crohooks: {error}", file=sys.stderr)
         return 2
-    except DBAPIError as error:
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+    except DatabaseUnavailable as error:
+        print(f"crohooks: {error.detail}", file=sys.stderr)
+        return 2
+    except DatabaseError as error:
         print(
-            f"crohooks: database error: {reason} (is the schema migrated? run crohooks migrate)",
+            f"crohooks: database error: {error.detail}"
+            " (is the schema migrated? run crohooks migrate)",
             file=sys.stderr,
         )
         return 2

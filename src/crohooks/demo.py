@@ -19,13 +19,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
 from crohooks.auth.principal import Role
 from crohooks.clock import utc_now
 from crohooks.errors import ConfigurationError, DuplicateKey
 from crohooks.model import Tenant
 from crohooks.settings import Settings
+from crohooks.store.connect import redacted
 
 DEMO_TENANT_ID = 34
 DEMO_TENANT_NAME = "Demo Courier"
@@ -145,7 +144,7 @@ def banner(settings: Settings, token: str, notes: Sequence[str], *, base_url: st
     roles = ", ".join(role.value for role in DEMO_ROLES)
     days = DEMO_TOKEN_TTL_SECONDS // 86400
     lines = [
-        f"crohooks demo on {base_url} (database {make_url(settings.database_url)!r})",
+        f"crohooks demo on {base_url} (database {redacted(settings.database_url)})",
         *notes,
         "",
         f'Tenant {DEMO_TENANT_ID} "{DEMO_TENANT_NAME}" is ready. '

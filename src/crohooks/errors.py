@@ -29,6 +29,7 @@ exception handler, from ``ApiError.status``.
     │   └── ConnectionFailed        any other transport failure
     ├── DuplicateKey                the store refused a second row with a unique key
     ├── DatabaseUnavailable         the database refused, dropped or did not answer in time
+    ├── DatabaseError               the database refused a statement (a missing table, a bug)
     └── ConfigurationError          settings that can't work; raised at start-up
 """
 
@@ -202,3 +203,7 @@ class DuplicateKey(CrohooksError):
 
 class DatabaseUnavailable(CrohooksError):
     """The database is unavailable."""
+
+
+class DatabaseError(CrohooksError):
+    """The database refused the statement."""

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import create_engine, inspect
 
 from crohooks.store.schema import metadata
+from tests.conftest import TEST_JWT_SECRET, fresh_postgres_database
 
 JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 STARTUP_SECONDS = 20.0
@@ -151,6 +152,18 @@ def test_tenant_add_refuses_an_existing_id(workdir: Path, env: dict[str, str]) -
     assert again.stdout == ""
     assert "tenant 34 already exists" in again.stderr
     assert "Traceback" not in again.stderr
+
+
+@pytest.mark.postgres
+def test_tenant_add_on_an_unmigrated_database_says_to_migrate(workdir: Path) -> None:
+    with fresh_postgres_database("crohooks_cli_unmigrated") as url:
+        env = clean_env(CROHOOKS_DATABASE_URL=url, CROHOOKS_JWT_SECRET=TEST_JWT_SECRET)
+        result = crohooks(
+            "tenant", "add", "--id", "1", "--name", "A", "--code", "A", cwd=workdir, env=env
+        )
+    assert result.returncode == 2
+    assert "run crohooks migrate" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_token_prints_one_jwt_and_nothing_else(workdir: Path, env: dict[str, str]) -> None:

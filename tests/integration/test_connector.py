@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from crohooks.errors import DatabaseUnavailable, DuplicateKey
-from crohooks.store.connect import open_database
+from crohooks.store.connect import open_database, redacted
 from crohooks.store.connector import Database, DatabaseLimits, Statement
 from tests.conftest import fresh_postgres_database
 from tests.support.dbproxy import database_proxy
@@ -196,3 +196,11 @@ async def test_a_frozen_or_refused_database_is_unavailable_within_the_bound(
 async def _in_transaction(db: Database) -> None:
     async with db.write() as conn:
         await conn.fetch(PINS)
+
+
+def test_a_url_shown_to_people_hides_its_password() -> None:
+    assert redacted("postgresql://crohooks:s3cr%40t@db.internal:5432/hooks") == (
+        "postgresql://crohooks:***@db.internal:5432/hooks"
+    )
+    assert redacted("sqlite:///crohooks.db") == "sqlite:///crohooks.db"
+    assert redacted("postgresql://db.internal/hooks") == "postgresql://db.internal/hooks"

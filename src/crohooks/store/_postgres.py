@@ -28,7 +28,7 @@ from typing import Any, TypeAlias, TypeVar, cast
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from crohooks.errors import DatabaseUnavailable, DuplicateKey
+from crohooks.errors import DatabaseError, DatabaseUnavailable, DuplicateKey
 from crohooks.store.connect import conninfo_of
 from crohooks.store.connector import (
     DatabaseLimits,
@@ -215,6 +215,8 @@ class PostgresDatabase:
             raise DuplicateKey(error.constraint_name or "unique key") from error
         if isinstance(error, asyncpg.DataError) and isinstance(error.__cause__, ValueError):
             raise error.__cause__  # a value our own encoder refused (a naive datetime)
+        if isinstance(error, asyncpg.PostgresError):
+            raise DatabaseError(_first_line(error)) from error
         raise error
 
     def _abandon(self, task: asyncio.Task[Any], holding: _Steps | None) -> None:

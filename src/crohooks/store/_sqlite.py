@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
-from crohooks.errors import DuplicateKey
+from crohooks.errors import DatabaseError, DatabaseUnavailable, DuplicateKey
 from crohooks.store.connector import DatabaseLimits, Dialect, Health, Params, Row, Statement
 
 WRITE_LOCK_WAIT_SECONDS = 10.0
@@ -225,7 +225,10 @@ class SQLiteDatabase:
         statement and its rows, and no snapshot outlives a statement."""
         if self._reader is None:
             self._reader = self._open()
-        rows: list[Row] = self._reader.execute(statement.sqlite, _bound(params)).fetchall()
+        try:
+            rows: list[Row] = self._reader.execute(statement.sqlite, _bound(params)).fetchall()
+        except sqlite3.DatabaseError as error:
+            raise _translated(error) from error
         return rows
 
     async def write_alone(self, statement: Statement, params: Params = None) -> list[Row]:
@@ -273,14 +276,14 @@ class _Transaction:
     async def fetch(self, statement: Statement, params: Params = None) -> list[Row]:
         try:
             rows: list[Row] = self._connection.execute(statement.sqlite, _bound(params)).fetchall()
-        except sqlite3.IntegrityError as error:
+        except sqlite3.DatabaseError as error:
             raise _translated(error) from error
         return rows
 
     async def execute(self, statement: Statement, params: Params = None) -> int:
         try:
             return self._connection.execute(statement.sqlite, _bound(params)).rowcount
-        except sqlite3.IntegrityError as error:
+        except sqlite3.DatabaseError as error:
             raise _translated(error) from error
 
     async def execute_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -288,14 +291,18 @@ class _Transaction:
             return
         try:
             self._connection.executemany(statement.sqlite, [_bound(row) for row in rows])
-        except sqlite3.IntegrityError as error:
+        except sqlite3.DatabaseError as error:
             raise _translated(error) from error
 
     def announce_work(self) -> None:
         self.announced = True
 
 
-def _translated(error: sqlite3.IntegrityError) -> Exception:
-    if "UNIQUE constraint failed" in str(error):
-        return DuplicateKey(str(error).removeprefix("UNIQUE constraint failed: "))
-    return error
+def _translated(error: sqlite3.DatabaseError) -> Exception:
+    """sqlite3's errors as crohooks' (a busy database is handled at BEGIN IMMEDIATE)."""
+    text = str(error)
+    if isinstance(error, sqlite3.IntegrityError) and "UNIQUE constraint failed" in text:
+        return DuplicateKey(text.removeprefix("UNIQUE constraint failed: "))
+    if isinstance(error, sqlite3.OperationalError) and _is_busy(error):
+        return DatabaseUnavailable(f"the database is unavailable: {text}")
+    return DatabaseError(text)

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from crohooks.store.connector import Database, DatabaseLimits
+
+
+def redacted(url: str) -> str:
+    """The URL with its password, if any, as ``***``: fit for a banner or a log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def conninfo_of(url: str) -> str:

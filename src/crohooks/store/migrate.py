@@ -6,6 +6,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from crohooks.errors import DatabaseError, DatabaseUnavailable
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -26,4 +29,14 @@ def alembic_config(database_url: str) -> Config:
 
 
 def migrate(database_url: str) -> None:
-    command.upgrade(alembic_config(database_url), "head")
+    try:
+        command.upgrade(alembic_config(database_url), "head")
+    except OperationalError as error:
+        raise DatabaseUnavailable(_reason(error)) from error
+    except DBAPIError as error:
+        raise DatabaseError(_reason(error)) from error
+
+
+def _reason(error: DBAPIError) -> str:
+    lines = str(error.orig or error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
