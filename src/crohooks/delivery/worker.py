@@ -76,7 +76,7 @@ class DeliveryWorker:
             asyncio.create_task(self._flush_loop(stop), name="crohooks-flush"),
             asyncio.create_task(self._maintenance_loop(stop), name="crohooks-maintenance"),
         ]
-        helpers.append(asyncio.create_task(self._listen_loop(stop), name="crohooks-listen"))
+        listening = asyncio.create_task(self._listen_loop(stop), name="crohooks-listen")
         try:
             await self._claim_loop(stop)
         finally:
@@ -84,7 +84,8 @@ class DeliveryWorker:
                 await asyncio.gather(*self._in_flight, return_exceptions=True)
             stop.set()
             self._outcome_ready.set()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            listening.cancel()  # it may be waiting out a whole poll interval
+            await asyncio.gather(listening, *helpers, return_exceptions=True)
             await self._flush()
             log.info("worker stopped", worker_id=self.worker_id)
 
