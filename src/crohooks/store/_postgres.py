@@ -241,8 +241,8 @@ class PostgresDatabase:
         cleanup.add_done_callback(self._abandoned.discard)
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[_Steps]:
-        conn = await self._bounded(self._checkout())
+    async def _connection(self, seconds: float | None = None) -> AsyncIterator[_Steps]:
+        conn = await self._bounded(self._checkout(), seconds=seconds)
         steps = _Steps(self, conn)
         try:
             yield steps
@@ -280,14 +280,9 @@ class PostgresDatabase:
             return await steps.fetch(statement, params)
 
     async def check(self, *, within: float) -> None:
-        async def writable() -> bool:
-            conn = await self._checkout()
-            try:
-                return bool(await conn.fetchval(_WRITABLE))
-            finally:
-                await self._give_back(conn)
-
-        if not await self._bounded(writable(), seconds=within):
+        async with self._connection(within) as steps:
+            writable = await steps.run(steps.conn.fetchval(_WRITABLE), seconds=within)
+        if not writable:
             # A standby after a failover: every write would fail.
             raise self._health.lost("the database is read-only")
 
@@ -333,9 +328,12 @@ class PostgresDatabase:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
         if self._abandoned:
-            await asyncio.wait(self._abandoned)
+            await asyncio.wait(self._abandoned, timeout=self.limits.timeout)
         if self._pool is not None:
-            await self._pool.close()
+            try:  # gracefully, unless the server does not answer
+                await asyncio.wait_for(self._pool.close(), timeout=self.limits.timeout)
+            except TimeoutError:
+                self._pool.terminate()
         elif self._opening is not None:
             self._opening.cancel()
 
@@ -354,11 +352,11 @@ class _Steps:
         self.abandoned = False
         self.announced = False
 
-    async def run(self, work: Coroutine[Any, Any, _T]) -> _T:
+    async def run(self, work: Coroutine[Any, Any, _T], *, seconds: float | None = None) -> _T:
         if self.abandoned:
             work.close()
             raise DatabaseUnavailable("the connection was abandoned by an earlier step")
-        return await self._db._bounded(work, holding=self)
+        return await self._db._bounded(work, seconds=seconds, holding=self)
 
     async def fetch(self, statement: Statement, params: Params = None) -> list[Row]:
         records = await self.run(self.conn.fetch(statement.numbered, *statement.arguments(params)))
