@@ -18,6 +18,7 @@ without waiting for the server; the pool opens a new one when needed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
@@ -260,16 +261,19 @@ class PostgresDatabase:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[_Steps]:
         async with self._connection() as steps:
-            await steps.run(steps.conn.execute("BEGIN"))
+            await steps.command("BEGIN")
             try:
                 yield steps
             except BaseException:
                 if not steps.abandoned:
-                    await steps.run(steps.conn.execute("ROLLBACK"))
+                    # The error that got here is the one to report; a connection that
+                    # broke needs no rollback (the pool closes and replaces it).
+                    with contextlib.suppress(Exception):
+                        await steps.command("ROLLBACK")
                 raise
             if steps.announced:
-                await steps.run(steps.conn.execute(f"NOTIFY {NOTIFY_CHANNEL}"))
-            await steps.run(steps.conn.execute("COMMIT"))
+                await steps.command(f"NOTIFY {NOTIFY_CHANNEL}")
+            await steps.command("COMMIT")
 
     async def fetch(self, statement: Statement, params: Params = None) -> list[Row]:
         async with self._connection() as steps:
@@ -281,7 +285,7 @@ class PostgresDatabase:
 
     async def check(self, *, within: float) -> None:
         async with self._connection(within) as steps:
-            writable = await steps.run(steps.conn.fetchval(_WRITABLE), seconds=within)
+            writable = await steps.run(steps.call("fetchval", _WRITABLE), seconds=within)
         if not writable:
             # A standby after a failover: every write would fail.
             raise self._health.lost("the database is read-only")
@@ -358,22 +362,32 @@ class _Steps:
             raise DatabaseUnavailable("the connection was abandoned by an earlier step")
         return await self._db._bounded(work, seconds=seconds, holding=self)
 
+    async def call(self, method: str, *args: Any) -> Any:
+        """``self.conn.<method>(*args)``, awaited. A pooled connection that broke has been
+        taken back by the pool, and its proxy refuses every call at once: called in here,
+        that refusal happens inside the step and is translated like any lost connection."""
+        return await getattr(self.conn, method)(*args)
+
+    async def command(self, sql: str) -> None:
+        await self.run(self.call("execute", sql))
+
     async def fetch(self, statement: Statement, params: Params = None) -> list[Row]:
-        records = await self.run(self.conn.fetch(statement.numbered, *statement.arguments(params)))
+        records = await self.run(
+            self.call("fetch", statement.numbered, *statement.arguments(params))
+        )
         return [dict(record) for record in records]
 
     async def execute(self, statement: Statement, params: Params = None) -> int:
-        status = await self.run(self.conn.execute(statement.numbered, *statement.arguments(params)))
-        count = status.rpartition(" ")[2]
+        status = await self.run(
+            self.call("execute", statement.numbered, *statement.arguments(params))
+        )
+        count = str(status).rpartition(" ")[2]
         return int(count) if count.isdigit() else 0
 
     async def execute_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
-            await self.run(
-                self.conn.executemany(
-                    statement.numbered, [statement.arguments(row) for row in rows]
-                )
-            )
+            arguments = [statement.arguments(row) for row in rows]
+            await self.run(self.call("executemany", statement.numbered, arguments))
 
     def announce_work(self) -> None:
         self.announced = True
