@@ -9,10 +9,9 @@ goes back to the pool idle (what a caller left open is rolled back, what broke i
 replaced), and one idle past ``DatabaseLimits.idle_check`` is pinged before use.
 
 Every step (a check-out, a statement, a commit) is bounded by ``DatabaseLimits.timeout``:
-a stalled server accepts TCP and never answers, and no server-side timeout fires. So a
-step that overruns is *abandoned*: it runs as its own task, the caller gets
-``DatabaseUnavailable`` at once, and the task is cancelled and its connection closed
-without waiting for the server; the pool opens a new one when needed.
+a stalled server accepts TCP and never answers, and no server-side timeout fires. A step
+that overruns is *abandoned*: the caller gets ``DatabaseUnavailable`` at once and the
+connection is closed without a word to the server; the pool opens a new one when needed.
 """
 
 from __future__ import annotations
@@ -116,7 +115,6 @@ class PostgresDatabase:
         self._dsn = conninfo_of(url)
         self._health = Health()
         self._idle_since: dict[int, float] = {}
-        self._abandoned: set[asyncio.Task[Any]] = set()
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Future[asyncpg.Pool] | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -163,10 +161,12 @@ class PostgresDatabase:
         if idle_since is not None and time.monotonic() - idle_since >= self.limits.idle_check:
             try:
                 await conn.execute("SELECT 1")
+            except asyncio.CancelledError:
+                conn.terminate()  # the pool takes a closed connection back by itself
+                raise
             except Exception:
                 # Dead while it idled (a restart, a dropped link): replace it, once.
                 conn.terminate()
-                await pool.release(cast("PoolConnectionProxy[Any]", conn))
                 conn = await pool.acquire(timeout=wait)
         return conn
 
@@ -193,53 +193,42 @@ class PostgresDatabase:
         holding: _Steps | None = None,
     ) -> _T:
         """``work`` within the database timeout, its failures translated. If it overruns,
-        ``holding`` (the connection it runs on) is marked abandoned at once and closed."""
+        or its caller is cancelled, ``holding`` (the connection it runs on) is abandoned:
+        closed at once, without waiting for a server that may never answer. (asyncpg
+        answers a cancelled query at once and asks the server to cancel it in the
+        background, so the caller is never held up.)"""
         seconds = seconds or self.limits.timeout
-        task = asyncio.ensure_future(work)
+        deadline = asyncio.timeout(seconds)
         try:
-            done, _ = await asyncio.wait((task,), timeout=seconds)
+            async with deadline:
+                result = await work
         except asyncio.CancelledError:
-            self._abandon(task, holding)
+            self._abandon(holding)
             raise
-        if not done:
-            self._abandon(task, holding)
-            raise self._health.lost(f"no answer within {seconds:g} s")
-        error = task.exception()
-        if error is None:
+        except Exception as error:
+            if deadline.expired():
+                self._abandon(holding)
+                raise self._health.lost(f"no answer within {seconds:g} s") from None
+            reason = unavailability(error)
+            if reason is not None:
+                raise self._health.lost(reason) from error
             self._health.answered()
-            return task.result()
-        reason = unavailability(error)
-        if reason is not None:
-            raise self._health.lost(reason) from error
+            if isinstance(error, asyncpg.UniqueViolationError):
+                raise DuplicateKey(error.constraint_name or "unique key") from error
+            if isinstance(error, asyncpg.DataError) and isinstance(error.__cause__, ValueError):
+                raise error.__cause__ from None  # a value our encoder refused (a naive datetime)
+            if isinstance(error, asyncpg.PostgresError):
+                raise DatabaseError(_first_line(error)) from error
+            raise
         self._health.answered()
-        if isinstance(error, asyncpg.UniqueViolationError):
-            raise DuplicateKey(error.constraint_name or "unique key") from error
-        if isinstance(error, asyncpg.DataError) and isinstance(error.__cause__, ValueError):
-            raise error.__cause__  # a value our own encoder refused (a naive datetime)
-        if isinstance(error, asyncpg.PostgresError):
-            raise DatabaseError(_first_line(error)) from error
-        raise error
+        return result
 
-    def _abandon(self, task: asyncio.Task[Any], holding: _Steps | None) -> None:
-        task.cancel()
-        if holding is not None:
+    @staticmethod
+    def _abandon(holding: _Steps | None) -> None:
+        if holding is not None and not holding.abandoned:
             holding.abandoned = True
-            # Closed at once, without waiting for a server that may never answer; the
-            # pool takes the closed connection back by itself and opens a new one later.
+            # The pool takes a closed connection back by itself and opens a new one later.
             holding.conn.terminate()
-
-        async def wind_down() -> None:
-            await asyncio.wait((task,))
-            if task.cancelled() or task.exception() is not None or holding is not None:
-                return
-            try:  # a check-out that completed after all: the connection is fine
-                await self._give_back(task.result())
-            except Exception as error:
-                log.debug("returning a late connection failed", error=repr(error))
-
-        cleanup = asyncio.get_running_loop().create_task(wind_down())
-        self._abandoned.add(cleanup)
-        cleanup.add_done_callback(self._abandoned.discard)
 
     @asynccontextmanager
     async def _connection(self, seconds: float | None = None) -> AsyncIterator[_Steps]:
@@ -331,8 +320,6 @@ class PostgresDatabase:
         if self._listener is not None:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
-        if self._abandoned:
-            await asyncio.wait(self._abandoned, timeout=self.limits.timeout)
         if self._pool is not None:
             try:  # gracefully, unless the server does not answer
                 await asyncio.wait_for(self._pool.close(), timeout=self.limits.timeout)
