@@ -38,6 +38,7 @@ from crohooks.store.connector import (
     Row,
     Statement,
     log,
+    wait_then_clear,
 )
 
 NOTIFY_CHANNEL = "crohooks_deliveries"
@@ -282,12 +283,7 @@ class PostgresDatabase:
     async def wait_for_work(self, seconds: float) -> None:
         if self._listener is None or self._listener.done():
             self._listener = asyncio.get_running_loop().create_task(self._listen())
-        try:
-            await asyncio.wait_for(self._work.wait(), timeout=seconds)
-        except TimeoutError:
-            return
-        finally:
-            self._work.clear()
+        await wait_then_clear(self._work, seconds)
 
     async def _listen(self) -> None:
         """LISTEN on a connection of its own, pinged now and then so a dead one is

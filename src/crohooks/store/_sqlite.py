@@ -22,7 +22,15 @@ from typing import Any
 from urllib.parse import unquote
 
 from crohooks.errors import DatabaseError, DatabaseUnavailable, DuplicateKey
-from crohooks.store.connector import DatabaseLimits, Dialect, Health, Params, Row, Statement
+from crohooks.store.connector import (
+    DatabaseLimits,
+    Dialect,
+    Health,
+    Params,
+    Row,
+    Statement,
+    wait_then_clear,
+)
 
 WRITE_LOCK_WAIT_SECONDS = 10.0
 """How long a writer waits for another process's write lock before giving up."""
@@ -168,8 +176,24 @@ class SQLiteDatabase:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[_Transaction]:
         connection = self._checkout()
+        connection.execute("BEGIN")
+        async with self._committed(connection) as transaction:
+            yield transaction
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[_Transaction]:
+        async with self._write_queue:
+            connection = await self._begin_immediate()
+            async with self._committed(connection) as transaction:
+                yield transaction
+        if transaction.announced:
+            _WAKEUPS.announce(self.path)
+
+    @asynccontextmanager
+    async def _committed(self, connection: sqlite3.Connection) -> AsyncIterator[_Transaction]:
+        """The begun transaction on ``connection``, committed if its block ends normally,
+        rolled back otherwise; the connection goes back to the pool either way."""
         try:
-            connection.execute("BEGIN")
             transaction = _Transaction(connection)
             try:
                 yield transaction
@@ -179,23 +203,6 @@ class SQLiteDatabase:
             connection.execute("COMMIT")
         finally:
             self._give_back(connection)
-
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[_Transaction]:
-        async with self._write_queue:
-            connection = await self._begin_immediate()
-            try:
-                transaction = _Transaction(connection)
-                try:
-                    yield transaction
-                except BaseException:
-                    connection.execute("ROLLBACK")
-                    raise
-                connection.execute("COMMIT")
-            finally:
-                self._give_back(connection)
-        if transaction.announced:
-            _WAKEUPS.announce(self.path)
 
     async def _begin_immediate(self) -> sqlite3.Connection:
         """A connection holding the write lock, waited for without blocking the loop."""
@@ -240,12 +247,7 @@ class SQLiteDatabase:
             # Registered once: work announced between two waits is not lost.
             self._listening = asyncio.get_running_loop()
             _WAKEUPS.add(self.path, self._listening, self._work)
-        try:
-            await asyncio.wait_for(self._work.wait(), timeout=seconds)
-        except TimeoutError:
-            return
-        finally:
-            self._work.clear()
+        await wait_then_clear(self._work, seconds)
 
     async def check(self, *, within: float) -> None:
         await self.fetch(_SELECT_ONE)

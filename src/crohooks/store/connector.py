@@ -9,6 +9,7 @@ come out timezone-aware UTC on both (stored as naive UTC, as the schema says).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -148,6 +149,16 @@ class DatabaseLimits:
             pool_timeout=settings.database_pool_timeout,
             idle_check=settings.database_idle_check_seconds,
         )
+
+
+async def wait_then_clear(event: asyncio.Event, seconds: float) -> None:
+    """Wait for ``event`` (or ``seconds``), then clear it for the next wait."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout=seconds)
+    except TimeoutError:
+        return
+    finally:
+        event.clear()
 
 
 SETTLE_SECONDS = 1.0
