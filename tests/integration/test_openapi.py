@@ -97,7 +97,7 @@ async def test_every_route_is_documented_with_its_statuses(client: httpx.AsyncCl
         operation = _operation(document, op.method, op.path)
         statuses = set(operation["responses"])
         assert str(op.status) in statuses
-        assert {"400", "401", "406", "413", "500"} <= statuses, op.path
+        assert {"400", "401", "406", "413", "500", "503"} <= statuses, op.path
         assert "422" not in statuses
         if op.path != "/tenants":
             assert {"403", "429"} <= statuses, op.path
@@ -106,6 +106,9 @@ async def test_every_route_is_documented_with_its_statuses(client: httpx.AsyncCl
             assert "404" in statuses
         assert {"x-api-version", "x-request-id"} <= set(_parameters(document, operation))
     assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    # A database outage is a 503 the client is told when to retry.
+    unavailable = document["components"]["responses"]["ServiceUnavailable"]
+    assert "Retry-After" in unavailable["headers"]
 
 
 async def test_paging_and_filters(client: httpx.AsyncClient) -> None:

@@ -42,6 +42,7 @@ from crohooks.errors import (
     PayloadTooLarge,
     RateLimited,
     RequestTimeout,
+    ServiceUnavailable,
     Unauthenticated,
 )
 from crohooks.hooks.rules import HOOK_EVENTS, MAX_URL_LENGTH, PUBLISHABLE_EVENTS
@@ -329,6 +330,7 @@ _COMMON: tuple[type[ApiError], ...] = (
     RequestTimeout,
     PayloadTooLarge,
     InternalError,
+    ServiceUnavailable,
 )
 _TENANT = (*_COMMON, Forbidden, RateLimited)
 _ONE_HOOK = (*_TENANT, NotFound)
@@ -590,6 +592,8 @@ _ERROR_WHEN = {
     413: "The body is over the limit (64 KiB for hook bodies, 1 MiB per event, 16 MiB a batch).",
     429: "Over the tenant's requests a minute, or the hook's pings a minute.",
     500: "An unexpected error, logged with the request id.",
+    503: "The database is unavailable (down, stalled, restarting, read-only, out of "
+    "connections); retry after Retry-After seconds.",
 }
 
 
@@ -606,7 +610,7 @@ def _json(schema_name: str) -> dict[str, Any]:
 
 
 def _error_response(error: type[ApiError]) -> dict[str, Any]:
-    extra = ("Retry-After",) if error is RateLimited else ()
+    extra = ("Retry-After",) if error in (RateLimited, ServiceUnavailable) else ()
     return {
         "description": f"{error.explanation} {_ERROR_WHEN.get(error.status, '')}".strip(),
         "headers": _headers((*_WIRE_HEADERS, *extra)),
