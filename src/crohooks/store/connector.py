@@ -1,7 +1,7 @@
 """What the repositories use of a database, whichever it is.
 
 One implementation per database, each on its own driver: ``_sqlite.py`` (``sqlite3``, on
-the event loop's thread) and ``_postgres.py`` (psycopg 3 and its pool); ``connect.py``
+the event loop's thread) and ``_postgres.py`` (asyncpg and its pool); ``connect.py``
 picks one from the URL. Repositories hold ``Statement``s, SQL written out with the
 driver's own parameter style, and get rows back as dictionaries; datetimes go in and
 come out timezone-aware UTC on both (stored as naive UTC, as the schema says).
