@@ -22,6 +22,8 @@ from crohooks.auth.local import mint_local_token
 from crohooks.logs import configure_logging
 from crohooks.services import Services
 from crohooks.settings import Settings
+from crohooks.store.connect import open_database
+from crohooks.store.connector import Database
 from crohooks.store.migrate import migrate
 from crohooks.store.schema import metadata
 
@@ -116,6 +118,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("postgres_database")
     truncate_postgres(url)
     return url
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """The connector on the test's database (SQLite or PostgreSQL), disposed afterwards."""
+    opened = open_database(database_url)
+    try:
+        yield opened
+    finally:
+        await opened.dispose()
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -36,15 +35,6 @@ TENANT = Statement.shared(
     " VALUES (:id, 'T', 'T', :active, :at)",
 )
 TENANTS = Statement.shared("tenants", "SELECT id, is_active, created_on FROM tenants")
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    opened = open_database(database_url)
-    try:
-        yield opened
-    finally:
-        await opened.dispose()
 
 
 def test_shared_statements_use_each_drivers_parameter_style() -> None:

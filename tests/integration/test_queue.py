@@ -5,10 +5,7 @@ Every claim and outcome is given its ``now``; nothing sleeps.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-
-import pytest
 
 from crohooks.delivery.body import render_delivery_body
 from crohooks.delivery.retry import RetryPolicy
@@ -20,7 +17,6 @@ from crohooks.model import (
     NewEvent,
     Outcome,
 )
-from crohooks.store.connect import open_database
 from crohooks.store.connector import Database
 from crohooks.store.deliveries import DeliveryRepository
 from crohooks.store.hooks import HookRepository
@@ -31,15 +27,6 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TENANT = 34
 LEASE = timedelta(seconds=60)
 DAY = timedelta(hours=24)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    opened = open_database(database_url)
-    try:
-        yield opened
-    finally:
-        await opened.dispose()
 
 
 def policy(*, limit: int = 100, cap: int = 100, worker: str = "w1") -> ClaimPolicy:

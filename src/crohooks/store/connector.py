@@ -68,9 +68,6 @@ class Statement:
         """The same SQL on both databases, written with ``:name`` parameters."""
         return cls(name, sql, _NAMED.sub(r"%(\1)s", sql.replace("%", "%%")))
 
-    def text(self, dialect: Dialect) -> str:
-        return self.sqlite if dialect == "sqlite" else self.postgresql
-
     def arguments(self, params: Params) -> list[Any]:
         """``params`` in the order of PostgreSQL's numbered parameters."""
         if not self.names:
