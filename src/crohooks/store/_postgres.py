@@ -101,6 +101,14 @@ async def _adapt(conn: asyncpg.Connection) -> None:
     )
 
 
+def _close_at_once(conn: _Conn) -> None:
+    """Close a checked-out connection without a word to the server. The pool takes a
+    closed connection back by itself and opens a new one when needed; one that broke on
+    its own has been taken back already, and its proxy refuses every call."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
+
+
 async def _reset(conn: asyncpg.Connection) -> None:
     """What a connection needs on its way back to the pool: no open transaction (asyncpg's
     default reset would spend a round trip on every release)."""
@@ -144,18 +152,27 @@ class PostgresDatabase:
             server_settings=self._server_settings(),
         )
 
-    async def _checkout(self) -> _Conn:
+    async def _open(self) -> asyncpg.Pool:
         if self._opening is None:
             self._opening = asyncio.ensure_future(self._open_pool())
         try:
-            pool = self._pool = await asyncio.shield(self._opening)
+            self._pool = await asyncio.shield(self._opening)
         except BaseException:
             if self._opening.done():
                 self._opening = None  # try again next time
             raise
-        # During a known outage, fail fast instead of waiting the whole check-out timeout.
-        wait = self.limits.pool_timeout if self._health.lost_at is None else 0.2
-        conn: _Conn = await pool.acquire(timeout=wait)
+        return self._pool
+
+    async def _checkout(self) -> _Conn:
+        pool = self._pool or await self._open()
+        if pool.get_idle_size():
+            conn: _Conn = await pool.acquire()  # one is free: taken at once
+        else:
+            # During a known outage, fail fast instead of waiting the whole timeout. (Not
+            # the pool's own timeout: it starts a task per wait.)
+            wait = self.limits.pool_timeout if self._health.lost_at is None else 0.2
+            async with asyncio.timeout(wait):
+                conn = await pool.acquire()
         # Keyed by the server's process id: the pool hands out a new proxy object on
         # every check-out, but the connection, and its backend, stay the same.
         idle_since = self._idle_since.pop(conn.get_server_pid(), None)
@@ -163,11 +180,11 @@ class PostgresDatabase:
             try:
                 await conn.execute("SELECT 1")
             except asyncio.CancelledError:
-                conn.terminate()  # the pool takes a closed connection back by itself
+                _close_at_once(conn)
                 raise
             except Exception:
                 # Dead while it idled (a restart, a dropped link): replace it, once.
-                conn.terminate()
+                _close_at_once(conn)
                 conn = await pool.acquire(timeout=wait)
         return conn
 
@@ -226,10 +243,9 @@ class PostgresDatabase:
 
     @staticmethod
     def _abandon(holding: _Steps | None) -> None:
-        if holding is not None and not holding.abandoned:
+        if holding is not None and holding.conn is not None and not holding.abandoned:
             holding.abandoned = True
-            # The pool takes a closed connection back by itself and opens a new one later.
-            holding.conn.terminate()
+            _close_at_once(holding.conn)
 
     @asynccontextmanager
     async def _connection(self, seconds: float | None = None) -> AsyncIterator[_Steps]:
@@ -266,12 +282,12 @@ class PostgresDatabase:
             await steps.command("COMMIT")
 
     async def fetch(self, statement: Statement, params: Params = None) -> list[Row]:
-        async with self._connection() as steps:
-            return await steps.fetch(statement, params)
+        steps = _Steps(self, None)
+        return await self._bounded(steps.alone(statement, params), holding=steps)
 
     async def write_alone(self, statement: Statement, params: Params = None) -> list[Row]:
-        async with self._connection() as steps:
-            return await steps.fetch(statement, params)
+        steps = _Steps(self, None)
+        return await self._bounded(steps.alone(statement, params), holding=steps)
 
     async def check(self, *, within: float) -> None:
         async with self._connection(within) as steps:
@@ -333,11 +349,27 @@ class _Steps:
 
     __slots__ = ("_db", "abandoned", "announced", "conn")
 
-    def __init__(self, db: PostgresDatabase, conn: _Conn) -> None:
+    def __init__(self, db: PostgresDatabase, conn: _Conn | None) -> None:
         self._db = db
         self.conn = conn
         self.abandoned = False
         self.announced = False
+
+    async def alone(self, statement: Statement, params: Params) -> list[Row]:
+        """Check out, run one statement (its own transaction), give back: all of it one
+        step, under one deadline (the hot path: two thirds of the client's CPU per
+        statement went to bounding and wrapping the check-out and the statement apart)."""
+        conn = self.conn = await self._db._checkout()
+        try:
+            records = await conn.fetch(statement.numbered, *statement.arguments(params))
+        except asyncio.CancelledError:
+            self._db._abandon(self)  # mid-statement: the connection's state is unknown
+            raise
+        finally:
+            if not self.abandoned:
+                self.conn = None  # given back: whatever happens next, not ours to close
+                await self._db._give_back(conn)
+        return [dict(record) for record in records]
 
     async def run(self, work: Coroutine[Any, Any, _T], *, seconds: float | None = None) -> _T:
         if self.abandoned:
