@@ -29,11 +29,20 @@ class RateLimiter(Protocol):
     async def hit(self, key: str, *, limit: int) -> Verdict: ...
 
 
+UNLIMITED = Verdict(allowed=True, retry_after=0)
+
+
 def _window(now: datetime) -> tuple[int, int]:
     """The number of the window ``now`` falls in, and the seconds until the next one."""
     epoch = now.timestamp()
     window = math.floor(epoch / WINDOW_SECONDS)
     return window, max(1, math.ceil((window + 1) * WINDOW_SECONDS - epoch))
+
+
+def window_start(now: datetime) -> tuple[datetime, int]:
+    """When the window ``now`` falls in began, and the seconds until the next one."""
+    window, retry_after = _window(now)
+    return datetime.fromtimestamp(window * WINDOW_SECONDS, UTC), retry_after
 
 
 class MemoryRateLimiter:
@@ -54,7 +63,6 @@ class DatabaseRateLimiter:
         self._counters = counters
 
     async def hit(self, key: str, *, limit: int) -> Verdict:
-        window, retry_after = _window(utc_now())
-        start = datetime.fromtimestamp(window * WINDOW_SECONDS, UTC)
+        start, retry_after = window_start(utc_now())
         count = await self._counters.hit(key, start)
         return Verdict(count <= limit, retry_after)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from crohooks.admission import Admission, DatabaseAdmission, LocalAdmission
 from crohooks.auth.verifier import TokenVerifier, build_verifier
 from crohooks.delivery.body import render_delivery_body
 from crohooks.delivery.intake import EventIntake
@@ -41,6 +42,7 @@ class Services:
     intake: EventIntake
     delivery_log: DeliveryLog
     rate_limiter: RateLimiter
+    admission: Admission
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -50,22 +52,31 @@ class Services:
         )
         deliveries = DeliveryRepository(db)
         outbound = OutboundClient(settings)
+        pins = VersionPinRepository(db)
+        rate_limiter: RateLimiter
+        admission: Admission
+        if db.dialect == "sqlite":
+            rate_limiter = MemoryRateLimiter()
+            admission = LocalAdmission(pins, rate_limiter)
+        else:
+            counters = RateLimitCounters(db)
+            rate_limiter = DatabaseRateLimiter(counters)
+            admission = DatabaseAdmission(pins, counters)
         return cls(
             settings=settings,
             db=db,
             verifier=build_verifier(settings),
             hooks=hooks,
             tenants=TenantRepository(db),
-            version_pins=VersionPinRepository(db),
+            version_pins=pins,
             queue=DeliveryQueue(db),
             housekeeping=Housekeeping(db),
             outbound=outbound,
             ping=PingService(hooks, deliveries, outbound, timeout=settings.ping_timeout),
             intake=EventIntake(Intake(db, render_delivery_body)),
             delivery_log=DeliveryLog(hooks, deliveries),
-            rate_limiter=MemoryRateLimiter()
-            if db.dialect == "sqlite"
-            else DatabaseRateLimiter(RateLimitCounters(db)),
+            rate_limiter=rate_limiter,
+            admission=admission,
         )
 
     async def aclose(self) -> None:

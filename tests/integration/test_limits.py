@@ -54,6 +54,29 @@ async def test_postgres_limits_hold_across_processes(
     assert statuses == [200, 200, 200, 200, 429, 429]
 
 
+@pytest.mark.postgres
+async def test_postgres_processes_share_pins_beside_the_tenant_budget(
+    auth: Auth, request: pytest.FixtureRequest
+) -> None:
+    """One statement counts a request and reads its client's pin: a pin named in one
+    process holds in the other, on answers within the budget and on the 429 past it."""
+    from tests.conftest import truncate_postgres
+
+    url: str = request.getfixturevalue("postgres_database")
+    truncate_postgres(url)
+    first = Services.build(make_settings(url, rate_limit_api_per_minute=3))
+    second = Services.build(make_settings(url, rate_limit_api_per_minute=3))
+    try:
+        async with api_client(first) as a, api_client(second) as b:
+            named = await a.get("/hooks", headers=auth(**{"x-api-version": "2021/11/04"}))
+            answers = [named] + [await c.get("/hooks", headers=auth()) for c in (b, a, b)]
+    finally:
+        await first.aclose()
+        await second.aclose()
+    assert [r.status_code for r in answers] == [200, 200, 200, 429]
+    assert [r.headers["x-api-version"] for r in answers] == ["2021/11/04"] * 4
+
+
 async def test_ping_is_limited_per_hook(database_url: str, auth: Auth) -> None:
     services = Services.build(make_settings(database_url, rate_limit_ping_per_minute=2))
     try:

@@ -20,6 +20,7 @@ from crohooks.auth.header import token_from_authorization
 from crohooks.auth.principal import HOOK_ROLES, PUBLISH_ROLES, Principal, Role
 from crohooks.clock import utc_now
 from crohooks.errors import (
+    ApiError,
     BadRequest,
     Forbidden,
     NotAcceptable,
@@ -27,6 +28,7 @@ from crohooks.errors import (
     RateLimited,
     RequestTimeout,
 )
+from crohooks.ratelimit import Verdict
 from crohooks.services import Services
 
 HEADERS_MODEL = "StandardRequestHeadersModel"
@@ -64,16 +66,19 @@ def _check_accept(request: Request) -> None:
 
 
 async def _api_version(request: Request, svc: Services, principal: Principal) -> None:
-    """Spec 1.3: the version the request names, else the client's pinned one, else the first."""
+    await _settle_version(request, svc, principal, await svc.version_pins.get(principal.client))
+
+
+async def _settle_version(
+    request: Request, svc: Services, principal: Principal, pinned: str | None
+) -> None:
+    """Spec 1.3: the version the request names (pinned from now on), else the client's
+    pinned one, else the first."""
     state = request_state(request)
-    named = request.headers.get("x-api-version")
-    pins = svc.version_pins
-    if named is not None:
-        pinned = await pins.get(principal.client)
-        if pinned != state["api_version"]:
-            await pins.pin(principal.client, state["api_version"], now=utc_now())
-        return
-    state["api_version"] = await pins.get(principal.client) or DEFAULT_API_VERSION
+    if request.headers.get("x-api-version") is None:
+        state["api_version"] = pinned or DEFAULT_API_VERSION
+    elif pinned != state["api_version"]:
+        await svc.version_pins.pin(principal.client, state["api_version"], now=utc_now())
 
 
 async def authenticated(request: Request) -> Principal:
@@ -116,30 +121,39 @@ async def enforce_rate_limit(svc: Services, key: str, limit: int) -> None:
         return
     verdict = await svc.rate_limiter.hit(key, limit=limit)
     if not verdict.allowed:
-        raise RateLimited(
-            f"more than {limit} requests a minute; retry in {verdict.retry_after} s",
-            headers={"Retry-After": str(verdict.retry_after)},
-        )
+        raise _rate_limited(limit, verdict)
+
+
+def _rate_limited(limit: int, verdict: Verdict) -> RateLimited:
+    return RateLimited(
+        f"more than {limit} requests a minute; retry in {verdict.retry_after} s",
+        headers={"Retry-After": str(verdict.retry_after)},
+    )
 
 
 async def _tenant_caller(request: Request, roles: frozenset[Role]) -> TenantCaller:
     """``authenticated``, then the tenant checks and the tenant's rate limit.
 
-    The client's API version (a database read on PostgreSQL) is settled beside the tenant
-    checks and counter, and before any of their errors leaves, so every response still
-    carries the client's version.
+    The client's API version is settled before any error leaves, so every response
+    carries it; the pin is read with the tenant's hit (one statement on PostgreSQL).
     """
     principal = await _verified(request)
-    versioned = asyncio.ensure_future(_api_version(request, services(request), principal))
+    svc = services(request)
     try:
-        return await _tenant_checks(principal, request, roles)
-    finally:
-        await versioned
+        tenant_id = _tenant_checks(principal, request, roles)
+    except ApiError:
+        await _api_version(request, svc, principal)
+        raise
+    limit = svc.settings.rate_limit_api_per_minute
+    admitted = await svc.admission.admit(principal.client, f"api:{tenant_id}", limit=limit)
+    await _settle_version(request, svc, principal, admitted.pinned)
+    if not admitted.verdict.allowed:
+        raise _rate_limited(limit, admitted.verdict)
+    return TenantCaller(principal=principal, tenant_id=tenant_id)
 
 
-async def _tenant_checks(
-    principal: Principal, request: Request, roles: frozenset[Role]
-) -> TenantCaller:
+def _tenant_checks(principal: Principal, request: Request, roles: frozenset[Role]) -> int:
+    """The tenant the request names, once the caller's roles and token allow it."""
     raw = request.headers.get("x-tenant-id")
     if raw is None:
         raise BadRequest("x-tenant-id header is required", field=f"{HEADERS_MODEL}.x-tenant-id")
@@ -154,9 +168,7 @@ async def _tenant_checks(
             f"the token does not grant tenant {tenant_id}", field=f"{HEADERS_MODEL}.x-tenant-id"
         )
     request_state(request)["tenant_id"] = tenant_id
-    svc = services(request)
-    await enforce_rate_limit(svc, f"api:{tenant_id}", svc.settings.rate_limit_api_per_minute)
-    return TenantCaller(principal=principal, tenant_id=tenant_id)
+    return tenant_id
 
 
 # The endpoints call these themselves, first thing (``no_body`` before them where a route

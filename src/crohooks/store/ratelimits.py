@@ -12,6 +12,13 @@ _HIT = Statement.shared(
     ' ON CONFLICT ("key", window_start) DO UPDATE SET hits = rate_limits.hits + 1'
     " RETURNING hits",
 )
+_HIT_READING_PIN = Statement.shared(
+    "rate_limit_hit_reading_pin",
+    'INSERT INTO rate_limits ("key", window_start, hits) VALUES (:key, :window_start, 1)'
+    ' ON CONFLICT ("key", window_start) DO UPDATE SET hits = rate_limits.hits + 1'
+    " RETURNING hits,"
+    " (SELECT version FROM api_version_pins WHERE client = :client) AS version",
+)
 _PURGE = Statement.shared(
     "rate_limit_purge", "DELETE FROM rate_limits WHERE window_start < :before"
 )
@@ -28,6 +35,15 @@ class RateLimitCounters:
         rows = await self._db.write_alone(_HIT, {"key": key, "window_start": window_start})
         count: int = rows[0]["hits"]
         return count
+
+    async def hit_reading_pin(
+        self, key: str, window_start: datetime, *, client: str
+    ) -> tuple[int, str | None]:
+        """``hit``, and the API version ``client`` is pinned to, in the same round trip."""
+        rows = await self._db.write_alone(
+            _HIT_READING_PIN, {"key": key, "window_start": window_start, "client": client}
+        )
+        return rows[0]["hits"], rows[0]["version"]
 
     async def purge(self, *, before: datetime) -> None:
         await self._db.write_alone(_PURGE, {"before": before})
