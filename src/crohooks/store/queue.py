@@ -20,59 +20,46 @@ from typing import Any
 from crohooks.model import AttemptRecord, ClaimedDelivery, ClaimPolicy, DeliveryStatus, Outcome
 from crohooks.store.connector import Connection, Database, Row, Statement
 
-# Statuses are written as literals so the partial queue indexes (schema.py) match them.
-# Only leased rows are in the partial index ix_deliveries_leased, so counting all of them
-# costs no more than the deliveries in flight, and the text never changes.
-_IN_FLIGHT = Statement.shared(
-    "queue_in_flight",
-    """
-    SELECT hook_id, count(*) AS leased FROM deliveries
-    WHERE status = 'pending' AND lease_expires_at IS NOT NULL AND lease_expires_at > :now
-    GROUP BY hook_id""",
-)
-
-
-# Due deliveries, oldest first: one statement per kind, so each reads its own partial index
-# (ix_deliveries_due_first, ix_deliveries_due_retry). Bodies (and what only the retry
-# decision needs: deferrals, creation time) are not read here: most candidates are not
-# chosen, and the lease returns them for those that are. Saturated hooks are one list
-# parameter, so the text is the same whatever their number; PostgreSQL passes over rows
-# another transaction holds (SKIP LOCKED).
-_DUE_FIRST_ATTEMPTS = Statement(
-    "queue_due_first_attempts",
-    sqlite="""
-        SELECT d.id, d.tenant_id, d.hook_id, d.event, d.attempts, d.leased_by,
-               h.url, h.secret, h.previous_secret, h.previous_secret_until, h.deleted_at
-        FROM deliveries AS d JOIN hooks AS h ON h.id = d.hook_id
-        WHERE d.status = 'pending' AND d.attempts = 0 AND d.next_attempt_at <= :now
-          AND d.hook_id NOT IN (SELECT value FROM json_each(:saturated))
-        ORDER BY d.next_attempt_at LIMIT :limit""",
-    postgresql="""
-        SELECT d.id, d.tenant_id, d.hook_id, d.event, d.attempts, d.leased_by,
-               h.url, h.secret, h.previous_secret, h.previous_secret_until, h.deleted_at
-        FROM deliveries AS d JOIN hooks AS h ON h.id = d.hook_id
-        WHERE d.status = 'pending' AND d.attempts = 0 AND d.next_attempt_at <= %(now)s
-          AND d.hook_id <> ALL(%(saturated)s::bigint[])
-        ORDER BY d.next_attempt_at LIMIT %(limit)s
-        FOR UPDATE OF d SKIP LOCKED""",
-)
-_DUE_RETRIES = Statement(
-    "queue_due_retries",
-    sqlite="""
-        SELECT d.id, d.tenant_id, d.hook_id, d.event, d.attempts, d.leased_by,
-               h.url, h.secret, h.previous_secret, h.previous_secret_until, h.deleted_at
-        FROM deliveries AS d JOIN hooks AS h ON h.id = d.hook_id
-        WHERE d.status = 'pending' AND d.attempts > 0 AND d.next_attempt_at <= :now
-          AND d.hook_id NOT IN (SELECT value FROM json_each(:saturated))
-        ORDER BY d.next_attempt_at LIMIT :limit""",
-    postgresql="""
-        SELECT d.id, d.tenant_id, d.hook_id, d.event, d.attempts, d.leased_by,
-               h.url, h.secret, h.previous_secret, h.previous_secret_until, h.deleted_at
-        FROM deliveries AS d JOIN hooks AS h ON h.id = d.hook_id
-        WHERE d.status = 'pending' AND d.attempts > 0 AND d.next_attempt_at <= %(now)s
-          AND d.hook_id <> ALL(%(saturated)s::bigint[])
-        ORDER BY d.next_attempt_at LIMIT %(limit)s
-        FOR UPDATE OF d SKIP LOCKED""",
+# Due deliveries, oldest first, each with its hook and the number of its deliveries
+# already in flight: one statement (one round trip on PostgreSQL).
+# - Statuses are literals so the partial indexes (schema.py) match: only leased rows are
+#   in ix_deliveries_leased, so counting them costs no more than the deliveries in flight;
+#   first attempts and retries are read apart, each from its own index
+#   (ix_deliveries_due_first, ix_deliveries_due_retry), so a backlog of retries can't
+#   starve fresh events.
+# - Hooks already at their cap are left out of the scan, so a slow hook with a deep
+#   backlog can't fill the candidate window and starve the others.
+# - Bodies (and what only the retry decision needs) are not read here: most candidates
+#   are not chosen, and the lease returns them for those that are.
+# - PostgreSQL passes over rows another transaction holds (SKIP LOCKED).
+_DUE_SQL = """
+    WITH in_flight AS MATERIALIZED (
+        SELECT hook_id, count(*) AS leased FROM deliveries
+        WHERE status = 'pending' AND lease_expires_at IS NOT NULL AND lease_expires_at > :now
+        GROUP BY hook_id),
+    first AS (
+        SELECT id, tenant_id, hook_id, event, attempts, leased_by, next_attempt_at
+        FROM deliveries
+        WHERE status = 'pending' AND attempts = 0 AND next_attempt_at <= :now
+          AND hook_id NOT IN (SELECT hook_id FROM in_flight WHERE leased >= :cap)
+        ORDER BY next_attempt_at LIMIT :limit {lock}),
+    retries AS (
+        SELECT id, tenant_id, hook_id, event, attempts, leased_by, next_attempt_at
+        FROM deliveries
+        WHERE status = 'pending' AND attempts > 0 AND next_attempt_at <= :now
+          AND hook_id NOT IN (SELECT hook_id FROM in_flight WHERE leased >= :cap)
+        ORDER BY next_attempt_at LIMIT :limit {lock})
+    SELECT d.id, d.tenant_id, d.hook_id, d.event, d.attempts, d.leased_by,
+           h.url, h.secret, h.previous_secret, h.previous_secret_until, h.deleted_at,
+           COALESCE(f.leased, 0) AS leased
+    FROM (SELECT * FROM first UNION ALL SELECT * FROM retries) AS d
+    JOIN hooks AS h ON h.id = d.hook_id
+    LEFT JOIN in_flight AS f ON f.hook_id = d.hook_id
+    ORDER BY d.next_attempt_at"""
+_DUE = Statement(
+    "queue_due",
+    sqlite=_DUE_SQL.format(lock="").replace("AS MATERIALIZED", "AS"),
+    postgresql=Statement.shared("", _DUE_SQL.format(lock="FOR UPDATE SKIP LOCKED")).postgresql,
 )
 
 CLAIM_LOCK_KEY = 0x63726F686F6F6B73  # "crohooks"
@@ -171,15 +158,12 @@ class DeliveryQueue:
             return []
         async with self._db.write() as conn:
             await conn.execute(_SERIALIZE_CLAIMS)
-            in_flight = {
-                row["hook_id"]: row["leased"] for row in await conn.fetch(_IN_FLIGHT, {"now": now})
-            }
-            # Hooks already at their cap are left out of the scan, so a slow hook with a
-            # deep backlog can't fill the candidate window and starve the others.
-            saturated = [hook for hook, count in in_flight.items() if count >= policy.per_hook_cap]
-            due = {"now": now, "limit": policy.limit * 4, "saturated": self._list(saturated)}
-            first = await conn.fetch(_DUE_FIRST_ATTEMPTS, due)
-            retries = await conn.fetch(_DUE_RETRIES, due)
+            due = await conn.fetch(
+                _DUE, {"now": now, "limit": policy.limit * 4, "cap": policy.per_hook_cap}
+            )
+            in_flight = {row["hook_id"]: row["leased"] for row in due}
+            first = [row for row in due if row["attempts"] == 0]
+            retries = [row for row in due if row["attempts"] > 0]
             chosen, deleted_hooks = _choose(_interleave(first, retries), in_flight, policy)
             if deleted_hooks:
                 await cancel_pending_deliveries(conn, deleted_hooks, now=now)
