@@ -8,7 +8,7 @@ from datetime import datetime
 
 from crohooks.model import Attempt, AttemptRecord, Delivery, DeliveryStatus
 from crohooks.store.connector import Database, Row, Statement
-from crohooks.store.queue import INSERT_ATTEMPT, RECORD_HOOK_OUTCOME, HookOutcomes, attempt_row
+from crohooks.store.outcomes import INSERT_ATTEMPT, RECORD_HOOK_OUTCOME, HookOutcomes, attempt_row
 
 _COLUMNS = """id, tenant_id, hook_id, event_id, event, body, status, attempts, next_attempt_at,
     created_at, updated_at, completed_at, last_http_status, last_message"""

@@ -1,24 +1,21 @@
-"""The delivery queue: lease-based claims, fenced outcomes, and the per-hook fold.
+"""The delivery queue: lease-based claims (``outcomes.py`` writes what the attempts did).
 
 A pending delivery is due when ``next_attempt_at <= now``. Claiming it moves
 ``next_attempt_at`` to the end of its lease and stamps ``leased_by``/``lease_expires_at``;
 so a worker that dies mid-attempt leaves a delivery that simply falls due again when the
-lease ends, with no sweeper. An outcome is applied only while the lease is still the one
-the worker took (fencing on ``leased_by`` and ``lease_expires_at``), so a late worker can't
-overwrite the state a newer attempt wrote; its attempt row is still kept in the log.
-"""
+lease ends, with no sweeper. Outcomes are fenced on that lease (``outcomes.py``)."""
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from crohooks.model import AttemptRecord, ClaimedDelivery, ClaimPolicy, DeliveryStatus, Outcome
+from crohooks.model import ClaimedDelivery, ClaimPolicy, Outcome
 from crohooks.store.connector import Connection, Database, Row, Statement
+from crohooks.store.outcomes import record_outcomes
 
 # Due deliveries, oldest first, each with its hook and the number of its deliveries
 # already in flight: one statement (one round trip on PostgreSQL).
@@ -86,43 +83,6 @@ _LEASE = Statement(
         RETURNING id, body, deferrals, created_at""",
 )
 
-INSERT_ATTEMPT = Statement.shared(
-    "attempt_insert",
-    """
-    INSERT INTO attempts (delivery_id, number, started_at, duration_ms, http_status, message,
-                          request_headers, response_headers, response_body)
-    VALUES (:delivery_id, :number, :started_at, :duration_ms, :http_status, :message,
-            :request_headers, :response_headers, :response_body)""",
-)
-
-# Fencing: only the lease this worker took may write the delivery's state.
-_RECORD_OUTCOME = Statement.shared(
-    "queue_record_outcome",
-    """
-    UPDATE deliveries SET status = :status, attempts = attempts + 1,
-                          deferrals = deferrals + :deferred, next_attempt_at = :next_attempt_at,
-                          lease_expires_at = NULL, leased_by = NULL, updated_at = :now,
-                          completed_at = :completed_at, last_http_status = :http_status,
-                          last_message = :message
-    WHERE id = :id AND status = 'pending'
-      AND leased_by = :leased_by AND lease_expires_at = :lease_expires_at""",
-)
-
-# ``HookOutcomes`` applied to its hook. Times move forward, never back: a NULL parameter
-# compares as unknown and falls through to the COALESCE, which keeps the stored time.
-RECORD_HOOK_OUTCOME = Statement.shared(
-    "hook_record_outcomes",
-    """
-    UPDATE hooks SET
-      last_http_success = CASE WHEN last_http_success > :last_success THEN last_http_success
-                               ELSE COALESCE(:last_success, last_http_success) END,
-      last_http_fail = CASE WHEN last_http_fail > :last_fail THEN last_http_fail
-                            ELSE COALESCE(:last_fail, last_http_fail) END,
-      failing_since = CASE WHEN :success_seen THEN :failing_since
-                           ELSE COALESCE(failing_since, :failing_since) END
-    WHERE tenant_id = :tenant_id AND id = :hook_id""",
-)
-
 _CANCEL_PENDING = Statement.shared(
     "queue_cancel_pending",
     """
@@ -186,40 +146,8 @@ class DeliveryQueue:
         ]
 
     async def record(self, outcomes: Sequence[Outcome], *, now: datetime) -> None:
-        """Write a batch of attempt outcomes in one transaction.
-
-        Three statements whatever the batch size: the attempt rows, the fenced delivery
-        updates and one update per hook (``hook_outcomes`` folds the batch, in order). An
-        outcome whose lease was lost updates no delivery; its attempt is still logged.
-        """
-        if not outcomes:
-            return
-        attempt_rows = []
-        delivery_rows = []
-        for outcome in outcomes:
-            claimed, attempt = outcome.delivery, outcome.attempt
-            attempt_rows.append(attempt_row(claimed.id, claimed.attempts + 1, attempt))
-            final = outcome.status is not DeliveryStatus.PENDING
-            delivery_rows.append(
-                {
-                    "id": claimed.id,
-                    "leased_by": claimed.leased_by,
-                    "lease_expires_at": claimed.lease_expires_at,
-                    "status": outcome.status.value,
-                    "next_attempt_at": outcome.next_attempt_at,
-                    "now": now,
-                    "completed_at": now if final else None,
-                    "deferred": 1 if outcome.deferred else 0,
-                    "http_status": attempt.http_status,
-                    "message": attempt.message,
-                }
-            )
-        # Sorted, so two workers' batches lock shared hook rows in the same order.
-        folded = sorted(hook_outcomes(outcomes), key=lambda f: (f.hook_id, f.tenant_id))
-        async with self._db.write() as conn:
-            await conn.execute_many(INSERT_ATTEMPT, attempt_rows)
-            await conn.execute_many(_RECORD_OUTCOME, delivery_rows)
-            await conn.execute_many(RECORD_HOOK_OUTCOME, [f.params() for f in folded])
+        """Write a batch of attempt outcomes at once (``outcomes.record_outcomes``)."""
+        await record_outcomes(self._db, outcomes, now=now)
 
 
 async def cancel_pending_deliveries(
@@ -229,78 +157,6 @@ async def cancel_pending_deliveries(
     await conn.execute_many(
         _CANCEL_PENDING, [{"hook_id": hook_id, "now": now} for hook_id in hook_ids]
     )
-
-
-@dataclass(slots=True)
-class HookOutcomes:
-    """A batch of outcomes of one hook, folded into the effect of applying them in order.
-
-    Applying one outcome at a time would move each timestamp to its maximum, clear
-    ``failing_since`` at every success and set it at the first failure after that; so the
-    fold keeps the latest success and failure times, whether a success was seen, and the
-    first failure after the last success (or, with no success in the batch, the first
-    failure, which only applies if none is recorded yet).
-    """
-
-    tenant_id: int
-    hook_id: int
-    last_success: datetime | None = None
-    last_fail: datetime | None = None
-    success_seen: bool = False
-    failing_since: datetime | None = None
-
-    def add(self, succeeded: bool, at: datetime) -> None:
-        if succeeded:
-            self.success_seen = True
-            self.failing_since = None
-            if self.last_success is None or at > self.last_success:
-                self.last_success = at
-        else:
-            if self.failing_since is None:
-                self.failing_since = at
-            if self.last_fail is None or at > self.last_fail:
-                self.last_fail = at
-
-    def params(self) -> dict[str, Any]:
-        """The parameters of ``RECORD_HOOK_OUTCOME``."""
-        return {
-            "tenant_id": self.tenant_id,
-            "hook_id": self.hook_id,
-            "last_success": self.last_success,
-            "last_fail": self.last_fail,
-            "success_seen": self.success_seen,
-            "failing_since": self.failing_since,
-        }
-
-
-def hook_outcomes(outcomes: Sequence[Outcome]) -> list[HookOutcomes]:
-    folded: dict[tuple[int, int], HookOutcomes] = {}
-    for outcome in outcomes:
-        claimed = outcome.delivery
-        key = (claimed.tenant_id, claimed.hook_id)
-        entry = folded.get(key)
-        if entry is None:
-            entry = folded[key] = HookOutcomes(claimed.tenant_id, claimed.hook_id)
-        status = outcome.attempt.http_status
-        entry.add(200 <= status < 300, outcome.attempt.started_at)
-    return list(folded.values())
-
-
-def attempt_row(delivery_id: str, number: int, attempt: AttemptRecord) -> dict[str, Any]:
-    """The parameters of ``INSERT_ATTEMPT``."""
-    return {
-        "delivery_id": delivery_id,
-        "number": number,
-        "started_at": attempt.started_at,
-        "duration_ms": attempt.duration_ms,
-        "http_status": attempt.http_status,
-        "message": attempt.message,
-        "request_headers": json.dumps(attempt.request_headers, sort_keys=True),
-        "response_headers": json.dumps(attempt.response_headers)
-        if attempt.response_headers is not None
-        else None,
-        "response_body": attempt.response_body,
-    }
 
 
 def _interleave(first: list[Row], retries: list[Row]) -> list[Row]:
