@@ -20,6 +20,7 @@ from crohooks.model import (
 from crohooks.store.connector import Database
 from crohooks.store.deliveries import DeliveryRepository
 from crohooks.store.hooks import HookRepository
+from crohooks.store.housekeeping import Housekeeping
 from crohooks.store.intake import Intake
 from crohooks.store.queue import DeliveryQueue
 
@@ -214,3 +215,55 @@ async def test_a_failing_delivery_follows_the_retry_schedule(db: Database) -> No
         timedelta(seconds=1 + 5 + 1 + 2),  # deferred: Retry-After 2, no step used
         timedelta(seconds=1 + 5 + 1 + 2 + 1 + 300),  # the second (last) step
     ]
+
+
+async def test_one_batch_of_outcomes_over_several_hooks_lands_whole(db: Database) -> None:
+    """A batch as the worker writes it: each delivery's state, every attempt row, and each
+    hook's outcomes folded in order (the last word on ``failing_since`` is its last
+    outcome: the hook that failed last is the one auto-deactivation finds)."""
+    recovered, failing = await hook(db, "recovered"), await hook(db, "failing")
+    queue = DeliveryQueue(db)
+    await publish(db, 2, at=T0)
+    claimed = await queue.claim(policy(), now=T0)
+    by_hook = {
+        hook_id: sorted((c for c in claimed if c.hook_id == hook_id), key=lambda c: c.id)
+        for hook_id in (recovered, failing)
+    }
+    t1, t2 = T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)
+    retry_at = T0 + DAY
+    batch = [
+        outcome(by_hook[recovered][0], at=t1, next_attempt_at=retry_at),
+        outcome(by_hook[failing][0], at=t1, http_status=200, status=DeliveryStatus.SUCCEEDED),
+        outcome(by_hook[recovered][1], at=t2, http_status=204, status=DeliveryStatus.SUCCEEDED),
+        outcome(by_hook[failing][1], at=t2, http_status=410, status=DeliveryStatus.FAILED),
+    ]
+    await queue.record(batch, now=t2)
+
+    log = DeliveryRepository(db)
+    states = {}
+    for item in batch:
+        found = await log.get(TENANT, item.delivery.hook_id, item.delivery.id)
+        assert found is not None
+        delivery, attempts = found
+        states[item.delivery.id] = (delivery.status, delivery.attempts, len(attempts))
+        assert [a.http_status for a in attempts] == [item.attempt.http_status]
+    assert list(states.values()) == [
+        (DeliveryStatus.PENDING, 1, 1),
+        (DeliveryStatus.SUCCEEDED, 1, 1),
+        (DeliveryStatus.SUCCEEDED, 1, 1),
+        (DeliveryStatus.FAILED, 1, 1),
+    ]
+    hooks = HookRepository(db)
+    a, b = await hooks.get(TENANT, recovered), await hooks.get(TENANT, failing)
+    assert a is not None
+    assert b is not None
+    assert (a.last_http_success, a.last_http_fail) == (t2, t1)
+    assert (b.last_http_success, b.last_http_fail) == (t1, t2)
+    deactivated = await Housekeeping(db).deactivate_failing_hooks(
+        failing_for=timedelta(seconds=1), now=T0 + DAY
+    )
+    assert [hook_id for hook_id, _ in deactivated] == [failing]
+    # The retry is due when the outcome said, not before.
+    assert await queue.claim(policy(), now=retry_at - timedelta(seconds=1)) == []
+    [again] = await queue.claim(policy(), now=retry_at)
+    assert (again.id, again.attempts) == (by_hook[recovered][0].id, 1)
