@@ -267,19 +267,22 @@ class PostgresDatabase:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[_Steps]:
         async with self._connection() as steps:
-            await steps.command("BEGIN")
+            steps.pending = "BEGIN"  # sent with the first statement, if it can go along
             try:
                 yield steps
             except BaseException:
-                if not steps.abandoned:
+                if not steps.abandoned and not steps.pending:
                     # The error that got here is the one to report; a connection that
                     # broke needs no rollback (the pool closes and replaces it).
                     with contextlib.suppress(Exception):
                         await steps.command("ROLLBACK")
                 raise
-            if steps.announced:
-                await steps.command(f"NOTIFY {NOTIFY_CHANNEL}")
-            await steps.command("COMMIT")
+            if steps.pending:  # no statement ran: no transaction to end
+                steps.pending = ""
+                if steps.announced:
+                    await steps.command(f"NOTIFY {NOTIFY_CHANNEL}")
+                return
+            await steps.command(f"NOTIFY {NOTIFY_CHANNEL}; COMMIT" if steps.announced else "COMMIT")
 
     async def fetch(self, statement: Statement, params: Params = None) -> list[Row]:
         steps = _Steps(self, None)
@@ -347,13 +350,16 @@ class _Steps:
     Once a step is abandoned the connection is closed and nothing may touch it again.
     """
 
-    __slots__ = ("_db", "abandoned", "announced", "conn")
+    __slots__ = ("_db", "abandoned", "announced", "conn", "pending")
 
     def __init__(self, db: PostgresDatabase, conn: _Conn | None) -> None:
         self._db = db
         self.conn = conn
         self.abandoned = False
         self.announced = False
+        self.pending = ""
+        """A command not sent yet (a transaction's ``BEGIN``): it goes in front of the next
+        statement without parameters, in the same round trip, or alone before one with."""
 
     async def alone(self, statement: Statement, params: Params) -> list[Row]:
         """Check out, run one statement (its own transaction), give back: all of it one
@@ -383,24 +389,40 @@ class _Steps:
         that refusal happens inside the step and is translated like any lost connection."""
         return await getattr(self.conn, method)(*args)
 
-    async def command(self, sql: str) -> None:
-        await self.run(self.call("execute", sql))
+    async def command(self, sql: str) -> str:
+        """Statements without parameters, in one round trip (the simple query protocol):
+        what is pending, then ``sql``. The status of the last one."""
+        if self.pending:
+            sql, self.pending = f"{self.pending}; {sql}", ""
+        status: str = await self.run(self.call("execute", sql))
+        return status
+
+    async def _send_pending(self) -> None:
+        if self.pending:
+            pending, self.pending = self.pending, ""
+            await self.run(self.call("execute", pending))
 
     async def fetch(self, statement: Statement, params: Params = None) -> list[Row]:
+        await self._send_pending()
         records = await self.run(
             self.call("fetch", statement.numbered, *statement.arguments(params))
         )
         return [dict(record) for record in records]
 
     async def execute(self, statement: Statement, params: Params = None) -> int:
-        status = await self.run(
-            self.call("execute", statement.numbered, *statement.arguments(params))
-        )
+        if statement.names:
+            await self._send_pending()
+            status = await self.run(
+                self.call("execute", statement.numbered, *statement.arguments(params))
+            )
+        else:
+            status = await self.command(statement.numbered)
         count = str(status).rpartition(" ")[2]
         return int(count) if count.isdigit() else 0
 
     async def execute_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
+            await self._send_pending()
             arguments = [statement.arguments(row) for row in rows]
             await self.run(self.call("executemany", statement.numbered, arguments))
 
