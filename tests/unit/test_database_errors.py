@@ -6,7 +6,7 @@ import asyncpg
 import asyncpg.exceptions as pg
 import pytest
 
-from crohooks.store._postgres import unavailability
+from crohooks.store._asyncpg import unavailability
 
 
 @pytest.mark.parametrize(

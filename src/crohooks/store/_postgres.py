@@ -22,13 +22,21 @@ import math
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeAlias, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from crohooks.errors import DatabaseError, DatabaseUnavailable, DuplicateKey
+from crohooks.store._asyncpg import (
+    Conn,
+    adapt,
+    close_at_once,
+    first_line,
+    listen,
+    reset,
+    unavailability,
+)
 from crohooks.store.connect import conninfo_of
 from crohooks.store.connector import (
     DatabaseLimits,
@@ -37,83 +45,13 @@ from crohooks.store.connector import (
     Params,
     Row,
     Statement,
-    log,
     wait_then_clear,
 )
 
 NOTIFY_CHANNEL = "crohooks_deliveries"
 _T = TypeVar("_T")
-_Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
-
-_UNAVAILABLE_SQLSTATES = frozenset({"25006", "57014", "57P01", "57P02", "57P03", "53300"})
-"""Read-only transaction (a standby after failover), statement timeout, administrator or
-crash shutdown, cannot connect now (starting up, in recovery), too many connections."""
 
 _WRITABLE = "SELECT current_setting('transaction_read_only') = 'off'"
-_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-_MICROSECONDS = timedelta(microseconds=1)
-
-
-def unavailability(error: BaseException) -> str | None:
-    """Why ``error`` means the database can't serve now, or ``None`` if it means something
-    else (a constraint, a bug)."""
-    if isinstance(error, DatabaseUnavailable):
-        return error.detail
-    if isinstance(error, asyncpg.PostgresError):
-        state = error.sqlstate or ""
-        if state in _UNAVAILABLE_SQLSTATES or state.startswith("08"):
-            return _first_line(error)
-        return None
-    if isinstance(
-        error,
-        asyncpg.InterfaceError | asyncpg.InternalClientError | OSError | asyncio.TimeoutError,
-    ):
-        return _first_line(error)
-    return None
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
-# ``timestamp`` columns hold naive UTC. Aware datetimes go in, aware UTC comes out, in
-# asyncpg's binary form (microseconds since 2000-01-01): no text to format or parse.
-
-
-def _encode_timestamp(value: datetime) -> tuple[int]:
-    if value.tzinfo is None:
-        raise ValueError("crohooks stores timezone-aware datetimes only")
-    return ((value - _EPOCH) // _MICROSECONDS,)
-
-
-def _decode_timestamp(value: tuple[int]) -> datetime:
-    return _EPOCH + timedelta(microseconds=value[0])
-
-
-async def _adapt(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec(
-        "timestamp",
-        schema="pg_catalog",
-        encoder=_encode_timestamp,
-        decoder=_decode_timestamp,
-        format="tuple",
-    )
-
-
-def _close_at_once(conn: _Conn) -> None:
-    """Close a checked-out connection without a word to the server. The pool takes a
-    closed connection back by itself and opens a new one when needed; one that broke on
-    its own has been taken back already, and its proxy refuses every call."""
-    with contextlib.suppress(asyncpg.InterfaceError):
-        conn.terminate()
-
-
-async def _reset(conn: asyncpg.Connection) -> None:
-    """What a connection needs on its way back to the pool: no open transaction (asyncpg's
-    default reset would spend a round trip on every release)."""
-    if conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
 
 
 class PostgresDatabase:
@@ -146,8 +84,8 @@ class PostgresDatabase:
             max_size=self.limits.pool_size,
             max_queries=10_000_000,
             max_inactive_connection_lifetime=300.0,
-            init=_adapt,
-            reset=_reset,
+            init=adapt,
+            reset=reset,
             timeout=self.limits.connect_timeout,
             server_settings=self._server_settings(),
         )
@@ -163,10 +101,10 @@ class PostgresDatabase:
             raise
         return self._pool
 
-    async def _checkout(self) -> _Conn:
+    async def _checkout(self) -> Conn:
         pool = self._pool or await self._open()
         if pool.get_idle_size():
-            conn: _Conn = await pool.acquire()  # one is free: taken at once
+            conn: Conn = await pool.acquire()  # one is free: taken at once
         else:
             # During a known outage, fail fast instead of waiting the whole timeout. (Not
             # the pool's own timeout: it starts a task per wait.)
@@ -180,15 +118,15 @@ class PostgresDatabase:
             try:
                 await conn.execute("SELECT 1")
             except asyncio.CancelledError:
-                _close_at_once(conn)
+                close_at_once(conn)
                 raise
             except Exception:
                 # Dead while it idled (a restart, a dropped link): replace it, once.
-                _close_at_once(conn)
+                close_at_once(conn)
                 conn = await pool.acquire(timeout=wait)
         return conn
 
-    async def _give_back(self, conn: _Conn) -> None:
+    async def _give_back(self, conn: Conn) -> None:
         if self._pool is None:
             return
         try:
@@ -236,7 +174,7 @@ class PostgresDatabase:
             if isinstance(error, asyncpg.DataError) and isinstance(error.__cause__, ValueError):
                 raise error.__cause__ from None  # a value our encoder refused (a naive datetime)
             if isinstance(error, asyncpg.PostgresError):
-                raise DatabaseError(_first_line(error)) from error
+                raise DatabaseError(first_line(error)) from error
             raise
         self._health.answered()
         return result
@@ -245,7 +183,7 @@ class PostgresDatabase:
     def _abandon(holding: _Steps | None) -> None:
         if holding is not None and holding.conn is not None and not holding.abandoned:
             holding.abandoned = True
-            _close_at_once(holding.conn)
+            close_at_once(holding.conn)
 
     @asynccontextmanager
     async def _connection(self, seconds: float | None = None) -> AsyncIterator[_Steps]:
@@ -301,35 +239,10 @@ class PostgresDatabase:
 
     async def wait_for_work(self, seconds: float) -> None:
         if self._listener is None or self._listener.done():
-            self._listener = asyncio.get_running_loop().create_task(self._listen())
+            self._listener = asyncio.get_running_loop().create_task(
+                listen(self._dsn, NOTIFY_CHANNEL, self.limits, wake=self._work.set)
+            )
         await wait_then_clear(self._work, seconds)
-
-    async def _listen(self) -> None:
-        """LISTEN on a connection of its own, pinged now and then so a dead one is
-        noticed; polling covers whatever it misses."""
-        lost = False
-        while True:
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await asyncpg.connect(
-                    self._dsn, timeout=self.limits.connect_timeout, statement_cache_size=0
-                )
-                await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._work.set())
-                if lost:
-                    log.info("LISTEN connection restored")
-                    lost = False
-                self._work.set()  # whatever was announced while nobody listened
-                while True:
-                    await asyncio.sleep(self.limits.idle_check or 5.0)
-                    await asyncio.wait_for(conn.execute("SELECT 1"), self.limits.timeout)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
-                if not lost:  # once per outage
-                    log.warning("LISTEN connection lost", error=_first_line(error))
-                    lost = True
-                await asyncio.sleep(1.0)
-            finally:
-                if conn is not None:
-                    conn.terminate()
 
     async def dispose(self) -> None:
         if self._listener is not None:
@@ -352,7 +265,7 @@ class _Steps:
 
     __slots__ = ("_db", "abandoned", "announced", "conn", "pending")
 
-    def __init__(self, db: PostgresDatabase, conn: _Conn | None) -> None:
+    def __init__(self, db: PostgresDatabase, conn: Conn | None) -> None:
         self._db = db
         self.conn = conn
         self.abandoned = False
@@ -363,8 +276,8 @@ class _Steps:
 
     async def alone(self, statement: Statement, params: Params) -> list[Row]:
         """Check out, run one statement (its own transaction), give back: all of it one
-        step, under one deadline (the hot path: two thirds of the client's CPU per
-        statement went to bounding and wrapping the check-out and the statement apart)."""
+        step, under one deadline. (The hot path: bounding and wrapping the check-out and the
+        statement apart cost more client CPU than the driver and its pool together.)"""
         conn = self.conn = await self._db._checkout()
         try:
             records = await conn.fetch(statement.numbered, *statement.arguments(params))
