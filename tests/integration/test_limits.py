@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
 
 from crohooks.services import Services
@@ -32,25 +34,36 @@ async def test_api_is_limited_per_tenant(database_url: str, auth: Auth) -> None:
     assert other.status_code == 200
 
 
-@pytest.mark.postgres
-async def test_postgres_limits_hold_across_processes(
-    auth: Auth, request: pytest.FixtureRequest
-) -> None:
-    """Two API processes (two Services on one database) share one tenant's budget."""
+@asynccontextmanager
+async def two_api_processes(
+    request: pytest.FixtureRequest, *, limit: int
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """Two API processes (two Services) on one PostgreSQL database, each tenant allowed
+    ``limit`` requests a minute."""
     from tests.conftest import truncate_postgres
 
     url: str = request.getfixturevalue("postgres_database")
     truncate_postgres(url)
-    first = Services.build(make_settings(url, rate_limit_api_per_minute=4))
-    second = Services.build(make_settings(url, rate_limit_api_per_minute=4))
+    first = Services.build(make_settings(url, rate_limit_api_per_minute=limit))
+    second = Services.build(make_settings(url, rate_limit_api_per_minute=limit))
     try:
         async with api_client(first) as a, api_client(second) as b:
-            statuses = []
-            for client in (a, b, a, b, a, b):
-                statuses.append((await client.get("/hooks", headers=auth())).status_code)
+            yield a, b
     finally:
         await first.aclose()
         await second.aclose()
+
+
+@pytest.mark.postgres
+async def test_postgres_limits_hold_across_processes(
+    auth: Auth, request: pytest.FixtureRequest
+) -> None:
+    """Two API processes share one tenant's budget."""
+    async with two_api_processes(request, limit=4) as (a, b):
+        statuses = [
+            (await client.get("/hooks", headers=auth())).status_code
+            for client in (a, b, a, b, a, b)
+        ]
     assert statuses == [200, 200, 200, 200, 429, 429]
 
 
@@ -60,19 +73,9 @@ async def test_postgres_processes_share_pins_beside_the_tenant_budget(
 ) -> None:
     """One statement counts a request and reads its client's pin: a pin named in one
     process holds in the other, on answers within the budget and on the 429 past it."""
-    from tests.conftest import truncate_postgres
-
-    url: str = request.getfixturevalue("postgres_database")
-    truncate_postgres(url)
-    first = Services.build(make_settings(url, rate_limit_api_per_minute=3))
-    second = Services.build(make_settings(url, rate_limit_api_per_minute=3))
-    try:
-        async with api_client(first) as a, api_client(second) as b:
-            named = await a.get("/hooks", headers=auth(**{"x-api-version": "2021/11/04"}))
-            answers = [named] + [await c.get("/hooks", headers=auth()) for c in (b, a, b)]
-    finally:
-        await first.aclose()
-        await second.aclose()
+    async with two_api_processes(request, limit=3) as (a, b):
+        named = await a.get("/hooks", headers=auth(**{"x-api-version": "2021/11/04"}))
+        answers = [named] + [await c.get("/hooks", headers=auth()) for c in (b, a, b)]
     assert [r.status_code for r in answers] == [200, 200, 200, 429]
     assert [r.headers["x-api-version"] for r in answers] == ["2021/11/04"] * 4
 
