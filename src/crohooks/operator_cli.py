@@ -27,7 +27,7 @@ from crohooks.api.models import (
     webhook_model,
 )
 from crohooks.delivery.log import DeliveryLog
-from crohooks.errors import ApiError, NotFound
+from crohooks.errors import ApiError, ConfigurationError, NotFound
 from crohooks.hooks.service import HookService
 from crohooks.model import Delivery, DeliveryStatus, Hook, Tenant
 from crohooks.rendering import render_json
@@ -195,6 +195,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _run(command: _Command, args: argparse.Namespace, settings: Settings) -> str:
+    path = settings.sqlite_path
+    if path is not None and not path.exists():
+        # sqlite3 would create an empty file, and the command fail on a missing table.
+        raise ConfigurationError(f"there is no SQLite database at {path}")
     services = _Services.build(settings)
     try:
         return await command(services, args)
@@ -248,23 +252,28 @@ async def _hooks_show(services: _Services, args: argparse.Namespace) -> str:
 
 async def _deliveries_list(services: _Services, args: argparse.Namespace) -> str:
     """Pages of the log, newest first, until ``--limit`` or a delivery older than
-    ``--since``; a delivery queued meanwhile shifts the pages, so ids are not repeated."""
+    ``--since``; a delivery queued meanwhile shifts the pages, so ids are not repeated.
+    One delivery more than ``--limit`` is read, to say whether there are more."""
+    wanted = args.limit + 1
     found: dict[str, Delivery] = {}
-    offset, total, more = 0, 0, True
-    while more and len(found) < args.limit:
+    offset, exhausted = 0, False
+    while len(found) < wanted and not exhausted:
         page, total = await services.delivery_log.list_page(
-            args.tenant, args.hook, status=args.status, limit=_PAGE, offset=offset
+            args.tenant,
+            args.hook,
+            status=args.status,
+            limit=min(_PAGE, wanted - len(found)),
+            offset=offset,
         )
         offset += len(page)
-        more = bool(page) and offset < total
+        exhausted = not page or offset >= total
         for delivery in page:
             if args.since is not None and delivery.created_at < args.since:
-                more = False
+                exhausted = True
                 break
             found.setdefault(delivery.id, delivery)
-            if len(found) == args.limit:
-                break
-    deliveries = list(found.values())
+    deliveries = list(found.values())[: args.limit]
+    truncated = len(found) > args.limit
     if args.json:
         return _json([delivery_model(delivery) for delivery in deliveries])
     table = _table(
@@ -282,7 +291,7 @@ async def _deliveries_list(services: _Services, args: argparse.Namespace) -> str
             for delivery in deliveries
         ],
     )
-    if more and len(deliveries) == args.limit:
+    if truncated:
         table += f"\n(the newest {args.limit}; --limit shows more)"
     return table
 

@@ -178,11 +178,22 @@ async def test_deliveries_list_and_show(
 ) -> None:
     hook = ("--tenant", str(TENANT), "--hook", str(log.hook))
     since_now = str(to_cro(utc_now()))
-    everything, failed, later, table, detail, readable, missing, foreign = await asyncio.gather(
+    (
+        everything,
+        failed,
+        later,
+        table,
+        newest,
+        detail,
+        readable,
+        missing,
+        foreign,
+    ) = await asyncio.gather(
         operator("deliveries", "list", *hook, "--json"),
         operator("deliveries", "list", *hook, "--status", "failed", "--json"),
         operator("deliveries", "list", *hook, "--since", since_now, "--json"),
         operator("deliveries", "list", *hook),
+        operator("deliveries", "list", *hook, "--limit", "2"),
         operator("deliveries", "show", *hook, log.failed, "--json"),
         operator("deliveries", "show", *hook, log.failed),
         operator("deliveries", "show", *hook, MISSING_DELIVERY),
@@ -203,6 +214,12 @@ async def test_deliveries_list_and_show(
     assert table.code == 0, table.stderr
     rows = {line.split()[0]: line.split()[2] for line in table.stdout.splitlines()[1:]}
     assert rows == {log.succeeded: "succeeded", log.failed: "failed", log.pending: "pending"}
+    assert newest.code == 0, newest.stderr
+    *_, more = newest.stdout.splitlines()
+    assert [line.split() for line in newest.stdout.splitlines()[:3]] == [
+        line.split() for line in table.stdout.splitlines()[:3]
+    ]
+    assert more == "(the newest 2; --limit shows more)"
     assert readable.code == 0, readable.stderr
     assert "status:" in readable.stdout
     assert "410" in readable.stdout
@@ -280,3 +297,13 @@ async def test_tenant_list_and_update(
     assert cleared.code == 0, cleared.stderr
     assert "email:       -" in cleared.stdout
     assert (await client.get("/tenants", headers=headers)).json()["results"][1]["email"] is None
+
+
+async def test_a_missing_sqlite_file_is_not_created(tmp_path: Path) -> None:
+    env = process_env(f"sqlite:///{tmp_path / 'nowhere.db'}")
+    code, stdout, stderr = await run_to_end(
+        [*CLI, "hooks", "list", "--tenant", "34"], timeout=30, env=env, cwd=tmp_path
+    )
+    assert (code, stdout) == (2, b"")
+    assert stderr.decode().startswith("crohooks: there is no SQLite database at ")
+    assert not (tmp_path / "nowhere.db").exists()
