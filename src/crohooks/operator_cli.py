@@ -45,7 +45,11 @@ _NULLABLE_TENANT_FIELDS = ("address", "city", "state", "zip", "email", "phone", 
 
 @dataclass(frozen=True, slots=True)
 class _Services:
-    """The part of ``Services`` that needs nothing but the database (no token verifier)."""
+    """The part of ``Services`` that needs nothing but the database, built the same way.
+
+    Not ``Services.build``: that wants a token verifier (a JWT secret on PostgreSQL) and
+    an outbound client, and importing it doubles every ``crohooks`` command's start-up.
+    """
 
     db: Database
     hooks: HookService
