@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from crohooks import operator_cli
 from crohooks.auth.principal import Role
 from crohooks.clock import utc_now
 from crohooks.errors import (
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         add.add_argument(f"--{optional}")
     add.add_argument("--truck-limit", type=int)
     add.add_argument("--inactive", action="store_true")
+    operator_cli.register(commands, tenant_commands)
 
     token = commands.add_parser("token", help="print one local JWT")
     token.add_argument("--sub", required=True)
@@ -85,6 +87,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from crohooks.logs import configure_logging
 
     configure_logging(settings)
+    if "operator_command" in args:
+        return operator_cli.run(args, settings)
     if args.command == "migrate":
         from crohooks.store.migrate import migrate
 
