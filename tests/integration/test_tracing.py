@@ -8,6 +8,7 @@ processes).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -142,4 +143,12 @@ async def test_with_tracing_off_nothing_is_traced_or_stored(database_url: str, a
 )
 def test_tracing_stays_off_unless_the_environment_asks(environ: dict[str, str]) -> None:
     assert tracing.configure_from_environment(environ) is False
+    assert tracing.tracer() is None
+
+
+def test_without_the_extra_tracing_stays_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The variables ask for traces, but OpenTelemetry is not installed: no error, off."""
+    for name in ("opentelemetry", "opentelemetry.trace", "opentelemetry.sdk.trace"):
+        monkeypatch.setitem(sys.modules, name, None)
+    assert tracing.configure_from_environment({"OTEL_TRACES_EXPORTER": "console"}) is False
     assert tracing.tracer() is None
