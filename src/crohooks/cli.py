@@ -121,9 +121,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         serve(settings, host=args.host, port=args.port, run_worker=not args.no_worker)
         return 0
     if args.command == "worker":
+        from crohooks import tracing
         from crohooks.delivery.runner import run_worker_process
 
-        return run_worker_process(settings, concurrency=args.concurrency)
+        tracing.configure_from_environment()
+        try:
+            return run_worker_process(settings, concurrency=args.concurrency)
+        finally:
+            tracing.shutdown()
     raise AssertionError(args.command)
 
 
@@ -163,6 +168,7 @@ def serve(settings: Settings, *, host: str, port: int, run_worker: bool) -> None
     import structlog
     import uvicorn
 
+    from crohooks import tracing
     from crohooks.app import create_app
 
     if settings.is_sqlite:
@@ -173,19 +179,24 @@ def serve(settings: Settings, *, host: str, port: int, run_worker: bool) -> None
     structlog.get_logger("crohooks").info(
         "serving", host=host, port=port, worker=run_worker, database=settings.database_dialect
     )
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-        timeout_graceful_shutdown=20,
-        timeout_keep_alive=settings.server_keep_alive_timeout,
-        limit_concurrency=settings.server_limit_concurrency,
-        server_header=False,
-    )
+    traced = tracing.configure_from_environment()
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            loop="uvloop",
+            http="httptools",
+            timeout_graceful_shutdown=20,
+            timeout_keep_alive=settings.server_keep_alive_timeout,
+            limit_concurrency=settings.server_limit_concurrency,
+            server_header=False,
+        )
+    finally:
+        if traced:
+            tracing.shutdown()
 
 
 if __name__ == "__main__":

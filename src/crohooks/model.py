@@ -94,6 +94,8 @@ class ClaimedDelivery:
     lease_expires_at: datetime
     reclaimed: bool = False
     """Claimed again after another lease on it ran out (its worker died or stalled)."""
+    trace_context: str | None = None
+    """The trace its event was published in (a W3C ``traceparent``), when tracing was on."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     attempt_timeout: float = 15.0
     ping_timeout: float = 10.0
     response_body_limit: int = 16384
+    trace_receivers: bool = False
+    """With OpenTelemetry on: send each attempt's W3C ``traceparent`` to the receiver."""
     per_hook_inflight: int = Field(default=4, ge=1)
     worker_concurrency: int = Field(default=64, ge=1)
     lease_seconds: float = 60.0

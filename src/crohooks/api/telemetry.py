@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import re
 import time
+from typing import TYPE_CHECKING
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crohooks import metrics
+from crohooks import metrics, tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = structlog.get_logger("crohooks.api")
 _HOOK_ID = re.compile(r"^/hooks/([0-9]+)")
@@ -28,6 +32,15 @@ class RequestTelemetry:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if tracing.tracer() is None:
+            await self._observe(scope, receive, send, None)
+            return
+        headers = dict(scope["headers"])
+        parent = headers.get(b"traceparent", b"").decode("latin-1") or None
+        with tracing.child_of(parent, scope["method"], attributes={}, kind="SERVER") as span:
+            await self._observe(scope, receive, send, span)
+
+    async def _observe(self, scope: Scope, receive: Receive, send: Send, span: Span | None) -> None:
         state = scope.setdefault("state", {})
         started = time.perf_counter()
         status = 500
@@ -47,6 +60,17 @@ class RequestTelemetry:
             metrics.http_requests.labels(route, method, str(status)).inc()
             metrics.http_request_seconds.labels(route).observe(elapsed)
             hook = _HOOK_ID.match(scope["path"])
+            if span is not None:
+                span.update_name(f"{method} {route}")
+                span.set_attributes(
+                    {
+                        "http.request.method": method,
+                        "http.route": route,
+                        "http.response.status_code": status,
+                        "crohooks.request_id": state.get("request_id") or "",
+                        "crohooks.tenant_id": state.get("tenant_id") or 0,
+                    }
+                )
             log.info(
                 "request",
                 request_id=state.get("request_id"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from crohooks.clock import utc_now
@@ -37,8 +38,10 @@ async def send_attempt(
     event: str,
     hook_id: int,
     timeout: float,  # noqa: ASYNC109 - the outbound client enforces it
+    extra_headers: Mapping[str, str] | None = None,
 ) -> AttemptResult:
-    """Sign at send time (``webhook-timestamp`` is this attempt's), POST, never raise."""
+    """Sign at send time (``webhook-timestamp`` is this attempt's), POST, never raise.
+    ``extra_headers`` (a ``traceparent``) go along, outside the signature."""
     started_at = utc_now()
     headers = sign_delivery(
         body,
@@ -49,6 +52,8 @@ async def send_attempt(
         hook_id=hook_id,
         timestamp=int(started_at.timestamp()),
     )
+    if extra_headers:
+        headers = {**headers, **extra_headers}
     clock = time.monotonic()
     response: HttpResponse | None = None
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
+from crohooks import tracing
 from crohooks.clock import utc_now
 from crohooks.errors import DuplicateKey
 from crohooks.model import AcceptedEvent, NewEvent
@@ -24,13 +25,23 @@ class EventIntake:
         A publisher racing another on the same idempotency key loses the unique index
         race once; the second try finds the winner's event and returns its id.
         """
-        for attempt in range(2):
-            try:
-                accepted = await self._store.accept(
-                    tenant_id, items, now=utc_now(), idempotency_window=IDEMPOTENCY_WINDOW
-                )
-                break
-            except DuplicateKey:
-                if attempt:
-                    raise
+        attributes = {"crohooks.tenant_id": tenant_id, "crohooks.events": len(items)}
+        with tracing.child_of(None, "crohooks.intake", attributes=attributes) as span:
+            # The deliveries' attempts continue this trace, in the worker, from the row.
+            trace_context = tracing.traceparent(span) if span is not None else None
+            for attempt in range(2):
+                try:
+                    accepted = await self._store.accept(
+                        tenant_id,
+                        items,
+                        now=utc_now(),
+                        idempotency_window=IDEMPOTENCY_WINDOW,
+                        trace_context=trace_context,
+                    )
+                    break
+                except DuplicateKey:
+                    if attempt:
+                        raise
+            if span is not None:
+                span.set_attribute("crohooks.deliveries", sum(a.hook_count for a in accepted))
         return accepted

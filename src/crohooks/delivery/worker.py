@@ -11,11 +11,12 @@ import contextlib
 import os
 import socket
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import structlog
 
-from crohooks import metrics
+from crohooks import metrics, tracing
 from crohooks.clock import utc_now
 from crohooks.delivery.attempt import send_attempt
 from crohooks.delivery.outbound import OutboundClient
@@ -25,6 +26,9 @@ from crohooks.model import ClaimedDelivery, ClaimPolicy, DeliveryStatus, Outcome
 from crohooks.settings import Settings
 from crohooks.store.housekeeping import Housekeeping
 from crohooks.store.queue import DeliveryQueue
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = structlog.get_logger("crohooks.worker")
 
@@ -100,6 +104,7 @@ class DeliveryWorker:
             worth_claiming = free >= self._claim_at_least or (free > 0 and not self._in_flight)
             if worth_claiming:
                 limit = min(free, self._claim_batch)
+                claim_started = utc_now()
                 try:
                     claimed = await self._queue.claim(
                         ClaimPolicy(
@@ -117,6 +122,8 @@ class DeliveryWorker:
                     log.exception("claim failed", worker_id=self.worker_id)
                     await _wait_any(stop, timeout=self._settings.poll_interval)
                     continue
+                if tracing.tracer() is not None:
+                    self._trace_claim(claimed, started=claim_started)
                 for delivery in claimed:
                     task = asyncio.create_task(self._deliver(delivery))
                     self._in_flight.add(task)
@@ -131,6 +138,19 @@ class DeliveryWorker:
                 waiters.append(self._slot_freed)
             await _wait_any(*waiters, timeout=self._settings.poll_interval)
 
+    def _trace_claim(self, claimed: list[ClaimedDelivery], *, started: datetime) -> None:
+        """One claim span in each claimed delivery's trace, as long as the claim took."""
+        for delivery in claimed:
+            attributes = {
+                "crohooks.delivery_id": delivery.id,
+                "crohooks.worker_id": self.worker_id,
+                "crohooks.claimed": len(claimed),
+            }
+            with tracing.child_of(
+                delivery.trace_context, "crohooks.claim", attributes=attributes, start=started
+            ):
+                pass
+
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
         self._slot_freed.set()
@@ -138,6 +158,22 @@ class DeliveryWorker:
             log.error("delivery task failed", error=repr(task.exception()))
 
     async def _deliver(self, delivery: ClaimedDelivery) -> None:
+        if tracing.tracer() is None:
+            await self._attempt(delivery, None)
+            return
+        attributes = {
+            "crohooks.delivery_id": delivery.id,
+            "crohooks.hook_id": delivery.hook_id,
+            "crohooks.tenant_id": delivery.tenant_id,
+            "crohooks.attempt": delivery.attempts + 1,
+        }
+        with tracing.child_of(
+            delivery.trace_context, "crohooks.attempt", attributes=attributes, kind="CLIENT"
+        ) as span:
+            await self._attempt(delivery, span)
+
+    async def _attempt(self, delivery: ClaimedDelivery, span: Span | None) -> None:
+        sent = tracing.traceparent(span) if span is not None else None
         result = await send_attempt(
             self._client,
             url=delivery.url,
@@ -148,6 +184,9 @@ class DeliveryWorker:
             event=delivery.event,
             hook_id=delivery.hook_id,
             timeout=self._settings.attempt_timeout,
+            extra_headers={"traceparent": sent}
+            if sent is not None and self._settings.trace_receivers
+            else None,
         )
         now = utc_now()
         response = result.response
@@ -166,6 +205,14 @@ class DeliveryWorker:
         )
         status = decision.status
         outcome = _OUTCOME_LABELS[status]
+        if span is not None:
+            span.set_attributes(
+                {
+                    "http.response.status_code": result.record.http_status,
+                    "crohooks.outcome": outcome,
+                    "crohooks.duration_ms": result.record.duration_ms,
+                }
+            )
         _DELIVERIES_BY_OUTCOME[status].inc()
         metrics.attempt_seconds.observe(result.record.duration_ms / 1000.0)
         if delivery.reclaimed:

@@ -34,9 +34,9 @@ _INSERT_DELIVERY = Statement.shared(
     "intake_insert_delivery",
     """
     INSERT INTO deliveries (id, tenant_id, hook_id, event_id, event, body, status, attempts,
-                            next_attempt_at, created_at, updated_at)
+                            next_attempt_at, created_at, updated_at, trace_context)
     VALUES (:id, :tenant_id, :hook_id, :event_id, :event, :body, 'pending', 0,
-            :now, :now, :now)""",
+            :now, :now, :now, :trace_context)""",
 )
 
 
@@ -65,6 +65,8 @@ class _Batch:
     now: datetime
     timestamp: str
     render_body: BodyRenderer
+    trace_context: str | None
+    """The intake's trace context (a W3C ``traceparent``), stored with each delivery."""
     subscribers: dict[str, list[Hook]] = field(default_factory=dict)
     keys: dict[str, AcceptedEvent] = field(default_factory=dict)
     event_rows: list[dict[str, Any]] = field(default_factory=list)
@@ -83,6 +85,7 @@ class Intake:
         *,
         now: datetime,
         idempotency_window: timedelta,
+        trace_context: str | None = None,
     ) -> list[AcceptedEvent]:
         """Store events and one delivery per subscribed active hook, in one transaction.
 
@@ -91,7 +94,7 @@ class Intake:
         """
         timestamp = to_cro(now)
         assert timestamp is not None
-        batch = _Batch(tenant_id, now, timestamp, self._render_body)
+        batch = _Batch(tenant_id, now, timestamp, self._render_body, trace_context)
         try:
             async with self._db.write() as conn:
                 accepted = [
@@ -158,6 +161,7 @@ async def _accept_one(
                     timestamp=batch.timestamp,
                 ),
                 "now": now,
+                "trace_context": batch.trace_context,
             }
         )
     accepted = AcceptedEvent(event_id, len(subscribed), duplicate=False)

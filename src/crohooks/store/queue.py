@@ -75,12 +75,12 @@ _LEASE = Statement(
         UPDATE deliveries SET leased_by = :worker, lease_expires_at = :expires,
                               next_attempt_at = :expires, updated_at = :now
         WHERE id IN (SELECT value FROM json_each(:ids))
-        RETURNING id, body, deferrals, created_at""",
+        RETURNING id, body, deferrals, created_at, trace_context""",
     postgresql="""
         UPDATE deliveries SET leased_by = %(worker)s, lease_expires_at = %(expires)s,
                               next_attempt_at = %(expires)s, updated_at = %(now)s
         WHERE id = ANY(%(ids)s::text[])
-        RETURNING id, body, deferrals, created_at""",
+        RETURNING id, body, deferrals, created_at, trace_context""",
 )
 
 _CANCEL_PENDING = Statement.shared(
@@ -211,4 +211,5 @@ def _claimed(
         leased_by=policy.worker_id,
         lease_expires_at=expires,
         reclaimed=row["leased_by"] is not None,
+        trace_context=leased["trace_context"],
     )

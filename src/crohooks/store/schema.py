@@ -169,6 +169,9 @@ deliveries = Table(
     # The attempts among ``attempts`` that a short Retry-After deferred (migration 0004):
     # they used no step of the retry schedule.
     Column("deferrals", Integer, nullable=False, server_default=text("0")),
+    # The W3C traceparent of the intake that queued it, when tracing is on (migration 0005):
+    # the worker's spans continue the publisher's trace.
+    Column("trace_context", Text),
     Column("next_attempt_at", UTCDateTime),
     Column("lease_expires_at", UTCDateTime),
     Column("leased_by", String(64)),
