@@ -397,3 +397,68 @@ async def test_api_version_is_pinned_per_client(
     other_tenant = await client.get("/hooks", headers={**headers("app-a"), "x-tenant-id": "99"})
     assert other_tenant.status_code == 403
     assert other_tenant.headers["x-api-version"] == "2021/11/04"
+
+
+async def test_negative_tenant_id_is_explained(client: httpx.AsyncClient, auth: Auth) -> None:
+    response = await client.get("/hooks", headers=auth(**{"x-tenant-id": "-1"}))
+    assert response.status_code == 400
+    detail = error_of(response)["detail"]
+    assert "tenant id" in detail
+    assert "without a sign" in detail
+
+
+HUGE = "9" * 5000
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "field"),
+    [
+        (
+            "/hooks",
+            f'{{"events": [], "url": "https://a.example", "x": {HUGE}}}',
+            "CreateWebhookModel",
+        ),
+        (
+            "/hooks",
+            f'{{"events": [], "url": "https://a.example", "x": -{HUGE}}}',
+            "CreateWebhookModel",
+        ),
+        ("/events", f'{{"event": "Job", "data": {{"n": {HUGE}}}}}', "PublishEventModel"),
+    ],
+)
+async def test_a_huge_integer_in_a_body_is_a_clear_400(
+    client: httpx.AsyncClient, auth: Auth, path: str, content: str, field: str
+) -> None:
+    headers = auth(roles=["Admin"])
+    response = await client.post(path, content=content.encode(), headers=headers)
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["field"] == field
+    assert "4300 digits" in error["detail"]
+    assert "sys." not in error["detail"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/hooks?page_limit={HUGE}",
+        f"/hooks?page_index={HUGE}",
+        f"/hooks/{HUGE}",
+        f"/hooks/{HUGE}/deliveries",
+        f"/hooks/1/deliveries?page_limit={HUGE}",
+    ],
+)
+async def test_a_huge_integer_in_a_path_or_query_is_400(
+    client: httpx.AsyncClient, auth: Auth, path: str
+) -> None:
+    response = await client.get(path, headers=auth())
+    assert response.status_code == 400
+    assert "sys." not in error_of(response)["detail"]
+
+
+async def test_page_parameters_may_have_leading_zeros(
+    client: httpx.AsyncClient, auth: Auth
+) -> None:
+    response = await client.get("/hooks?page_limit=0005", headers=auth())
+    assert response.status_code == 200
+    assert response.json()["current_limit"] == 5

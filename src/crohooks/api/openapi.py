@@ -301,7 +301,10 @@ _REQUEST_FIELDS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "RecoverModel": {
         "since": _TIMESTAMP_IN,
-        "until": {"anyOf": [_TIMESTAMP_IN, {"type": "null"}], "description": "default: now"},
+        "until": {
+            "anyOf": [_TIMESTAMP_IN, {"type": "null"}],
+            "description": "default: now; when given, later than since",
+        },
     },
 }
 """What the request models' validators add to their types (a secret is never null...)."""
@@ -477,7 +480,7 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
         "name": "x-tenant-id",
         "in": "header",
         "required": True,
-        "description": "the tenant acted on; the token must grant it",
+        "description": "the tenant acted on (1 to 18 digits, no sign); the token must grant it",
         "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
     },
     "x-api-version": {
@@ -581,8 +584,8 @@ _WIRE_HEADERS = (
 )
 
 _ERROR_WHEN = {
-    400: "Malformed JSON, unknown or wrongly typed fields, a rule broken, bad headers or "
-    "query parameters, a body where none belongs, a non-JSON Content-Type.",
+    400: "Malformed JSON, unknown or wrongly typed fields, a rule broken, bad headers, path "
+    "or query parameters, a body where none belongs, a non-JSON Content-Type.",
     401: "Missing, malformed, unverifiable or expired bearer token.",
     403: "The token's roles don't allow the operation, or it does not grant the tenant.",
     404: "No such hook (or delivery) in this tenant, or a ping of a deleted hook.",

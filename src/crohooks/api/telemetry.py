@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from crohooks import metrics
 
 log = structlog.get_logger("crohooks.api")
-_HOOK_ID = re.compile(r"^/hooks/([0-9]+)")
+_HOOK_ID = re.compile(r"^/hooks/([0-9]{1,18})(?:/|$)")
 
 
 class RequestTelemetry:
