@@ -462,3 +462,39 @@ async def test_page_parameters_may_have_leading_zeros(
     response = await client.get("/hooks?page_limit=0005", headers=auth())
     assert response.status_code == 200
     assert response.json()["current_limit"] == 5
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://169.254.169.254/latest", "169.254.169.254 is not a public address"),
+        ("https://10.0.0.7:8443/hook", "10.0.0.7 is not a public address"),
+        ("http://[fe80::1]/", "fe80::1 is not a public address"),
+        ("http://[::ffff:10.1.2.3]/", "embeds 10.1.2.3"),
+        ("http://2130706433/", "2130706433 is not a canonical IP address"),
+    ],
+)
+async def test_a_url_naming_a_refused_address_is_400_at_create_and_update(
+    client: httpx.AsyncClient, auth: Auth, url: str, reason: str
+) -> None:
+    created = await client.post("/hooks", json={"events": [], "url": url}, headers=auth())
+    assert created.status_code == 400
+    error = error_of(created)
+    assert error["field"] == "CreateWebhookModel.url"
+    assert reason in error["detail"]
+    hook = await create(client, auth, url="https://a.example/")
+    updated = await client.patch(f"/hooks/{hook['id']}", json={"url": url}, headers=auth())
+    assert updated.status_code == 400
+    error = error_of(updated)
+    assert error["field"] == "UpdateWebhookModel.url"
+    assert reason in error["detail"]
+    listed = (await client.get("/hooks", headers=auth())).json()
+    assert [h["url"] for h in listed["results"]] == ["https://a.example/"]
+
+
+async def test_names_and_allowed_networks_pass_at_create(
+    client: httpx.AsyncClient, auth: Auth
+) -> None:
+    # Names are judged when a delivery resolves them; loopback is allowed in these tests.
+    for url in ("http://metadata.internal/", "http://127.0.0.1:9797/", "http://[::1]:9797/"):
+        await create(client, auth, url=url)
