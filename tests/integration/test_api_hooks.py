@@ -498,3 +498,20 @@ async def test_names_and_allowed_networks_pass_at_create(
     # Names are judged when a delivery resolves them; loopback is allowed in these tests.
     for url in ("http://metadata.internal/", "http://127.0.0.1:9797/", "http://[::1]:9797/"):
         await create(client, auth, url=url)
+
+
+async def test_the_secret_rule_tells_the_lengths_that_pass(
+    client: httpx.AsyncClient, auth: Auth
+) -> None:
+    for secret in ("short", "a" * 271):
+        body = {"events": [], "url": "https://a.example", "secret": secret}
+        response = await client.post("/hooks", json=body, headers=auth())
+        assert response.status_code == 400
+        assert "12 to 268" in error_of(response)["detail"]
+    for length in (12, 268):
+        hook = await create(client, auth, url=f"https://{length}.example", secret="A" * length)
+        assert hook["secret"] == "A" * length
+    for length in (11, 269, 270):
+        body = {"events": [], "url": "https://b.example", "secret": "A" * length}
+        response = await client.post("/hooks", json=body, headers=auth())
+        assert response.status_code == 400
