@@ -253,7 +253,9 @@ URL_SCHEMA: dict[str, Any] = {
         "absolute http or https URL without a user-info part; its host a name of "
         "dot-separated labels of 1 to 63 letters, digits, hyphens or underscores "
         "(internationalised names in their xn-- form) or a bracketed IPv6 address; "
-        "a port, if any, from 1 to 65535"
+        "a port, if any, from 1 to 65535. A host that is an IP address must be one "
+        "deliveries may reach (public, or in the operator's allowed networks); names are "
+        "checked when a delivery is sent"
     ),
     "examples": ["https://example.com/hooks/cro"],
 }
