@@ -175,10 +175,13 @@ class DeliveryAttemptModel(_Wire):
     http_status: int = Field(description="the status the hook URL answered, or -1")
     message: str
     number: int = Field(ge=1)
-    request_headers: dict[str, str]
+    request_headers: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = Field(
+        description="`[name, value]` pairs: the headers crohooks set, by name"
+    )
     response_body: str | None = Field(description="at most the first 16 KiB")
     response_headers: list[Annotated[list[str], Field(min_length=2, max_length=2)]] | None = Field(
-        description="`[name, value]` pairs in the order received"
+        description="`[name, value]` pairs in the order received (a name may repeat); "
+        "null when no response came"
     )
     started_at: CroTimestamp
 
