@@ -39,7 +39,8 @@ class HookService:
         reason = self._destinations.literal_refusal(urlsplit(url).hostname or "")
         if reason is not None:
             raise BadRequest(
-                f"url: {reason}; hook URLs may only reach public addresses", field=field
+                f"url: {reason}; hook URLs reach public addresses and allowed networks only",
+                field=field,
             )
 
     async def create(
