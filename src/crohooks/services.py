@@ -11,6 +11,7 @@ from crohooks.delivery.body import render_delivery_body
 from crohooks.delivery.intake import EventIntake
 from crohooks.delivery.log import DeliveryLog
 from crohooks.delivery.outbound import OutboundClient
+from crohooks.delivery.ssrf import DestinationPolicy
 from crohooks.hooks.ping import PingService
 from crohooks.hooks.service import HookService
 from crohooks.ratelimit import DatabaseRateLimiter, MemoryRateLimiter, RateLimiter
@@ -48,7 +49,9 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         db = open_database(settings.database_url, DatabaseLimits.of(settings))
         hooks = HookService(
-            HookRepository(db), secret_grace=timedelta(seconds=settings.secret_grace_seconds)
+            HookRepository(db),
+            secret_grace=timedelta(seconds=settings.secret_grace_seconds),
+            destinations=DestinationPolicy(settings.allowed_networks),
         )
         deliveries = DeliveryRepository(db)
         outbound = OutboundClient(settings)

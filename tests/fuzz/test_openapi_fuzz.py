@@ -39,9 +39,11 @@ from crohooks.app import create_app
 from crohooks.auth.local import mint_local_token
 from crohooks.delivery.outbound import OutboundClient
 from crohooks.errors import OutboundError
+from crohooks.hooks.rules import generate_secret
 from crohooks.model import NewEvent, Tenant
 from crohooks.services import Services
 from crohooks.settings import Settings
+from crohooks.store.hooks import HookRepository
 from tests.conftest import TEST_JWT_SECRET
 from tests.support.delivery import deliver_until_idle
 from tests.support.receiver import loopback_only_connections
@@ -114,8 +116,19 @@ async def _seed(settings: Settings) -> Seeded:
             await services.hooks.create(
                 TENANT, url=url, events=("Job", "Truck"), secret=None, field="url"
             )
-            for url in SEEDED_URLS
+            for url in SEEDED_URLS[:2]
         ]
+        # Create refuses a literal the policy refuses; such a hook exists when it was stored
+        # before that rule, or before the operator narrowed the allowed networks.
+        hooks.append(
+            await HookRepository(services.db).create(
+                TENANT,
+                url=SEEDED_URLS[2],
+                secret=generate_secret(),
+                events=("Job", "Truck"),
+                now=created,
+            )
+        )
         deleted = await services.hooks.create(
             TENANT, url="https://deleted.example/", events=("Job",), secret=None, field="url"
         )

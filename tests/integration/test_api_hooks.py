@@ -397,3 +397,121 @@ async def test_api_version_is_pinned_per_client(
     other_tenant = await client.get("/hooks", headers={**headers("app-a"), "x-tenant-id": "99"})
     assert other_tenant.status_code == 403
     assert other_tenant.headers["x-api-version"] == "2021/11/04"
+
+
+async def test_negative_tenant_id_is_explained(client: httpx.AsyncClient, auth: Auth) -> None:
+    response = await client.get("/hooks", headers=auth(**{"x-tenant-id": "-1"}))
+    assert response.status_code == 400
+    detail = error_of(response)["detail"]
+    assert "tenant id" in detail
+    assert "without a sign" in detail
+
+
+HUGE = "9" * 5000
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "field"),
+    [
+        (
+            "/hooks",
+            f'{{"events": [], "url": "https://a.example", "x": {HUGE}}}',
+            "CreateWebhookModel",
+        ),
+        (
+            "/hooks",
+            f'{{"events": [], "url": "https://a.example", "x": -{HUGE}}}',
+            "CreateWebhookModel",
+        ),
+        ("/events", f'{{"event": "Job", "data": {{"n": {HUGE}}}}}', "PublishEventModel"),
+    ],
+)
+async def test_a_huge_integer_in_a_body_is_a_clear_400(
+    client: httpx.AsyncClient, auth: Auth, path: str, content: str, field: str
+) -> None:
+    headers = auth(roles=["Admin"])
+    response = await client.post(path, content=content.encode(), headers=headers)
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["field"] == field
+    assert "4300 digits" in error["detail"]
+    assert "sys." not in error["detail"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/hooks?page_limit={HUGE}",
+        f"/hooks?page_index={HUGE}",
+        f"/hooks/{HUGE}",
+        f"/hooks/{HUGE}/deliveries",
+        f"/hooks/1/deliveries?page_limit={HUGE}",
+    ],
+)
+async def test_a_huge_integer_in_a_path_or_query_is_400(
+    client: httpx.AsyncClient, auth: Auth, path: str
+) -> None:
+    response = await client.get(path, headers=auth())
+    assert response.status_code == 400
+    assert "sys." not in error_of(response)["detail"]
+
+
+async def test_page_parameters_may_have_leading_zeros(
+    client: httpx.AsyncClient, auth: Auth
+) -> None:
+    response = await client.get("/hooks?page_limit=0005", headers=auth())
+    assert response.status_code == 200
+    assert response.json()["current_limit"] == 5
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://169.254.169.254/latest", "169.254.169.254 is not a public address"),
+        ("https://10.0.0.7:8443/hook", "10.0.0.7 is not a public address"),
+        ("http://[fe80::1]/", "fe80::1 is not a public address"),
+        ("http://[::ffff:10.1.2.3]/", "embeds 10.1.2.3"),
+        ("http://2130706433/", "2130706433 is not a canonical IP address"),
+    ],
+)
+async def test_a_url_naming_a_refused_address_is_400_at_create_and_update(
+    client: httpx.AsyncClient, auth: Auth, url: str, reason: str
+) -> None:
+    created = await client.post("/hooks", json={"events": [], "url": url}, headers=auth())
+    assert created.status_code == 400
+    error = error_of(created)
+    assert error["field"] == "CreateWebhookModel.url"
+    assert reason in error["detail"]
+    hook = await create(client, auth, url="https://a.example/")
+    updated = await client.patch(f"/hooks/{hook['id']}", json={"url": url}, headers=auth())
+    assert updated.status_code == 400
+    error = error_of(updated)
+    assert error["field"] == "UpdateWebhookModel.url"
+    assert reason in error["detail"]
+    listed = (await client.get("/hooks", headers=auth())).json()
+    assert [h["url"] for h in listed["results"]] == ["https://a.example/"]
+
+
+async def test_names_and_allowed_networks_pass_at_create(
+    client: httpx.AsyncClient, auth: Auth
+) -> None:
+    # Names are judged when a delivery resolves them; loopback is allowed in these tests.
+    for url in ("http://metadata.internal/", "http://127.0.0.1:9797/", "http://[::1]:9797/"):
+        await create(client, auth, url=url)
+
+
+async def test_the_secret_rule_tells_the_lengths_that_pass(
+    client: httpx.AsyncClient, auth: Auth
+) -> None:
+    for secret in ("short", "a" * 271):
+        body = {"events": [], "url": "https://a.example", "secret": secret}
+        response = await client.post("/hooks", json=body, headers=auth())
+        assert response.status_code == 400
+        assert "12 to 268" in error_of(response)["detail"]
+    for length in (12, 268):
+        hook = await create(client, auth, url=f"https://{length}.example", secret="A" * length)
+        assert hook["secret"] == "A" * length
+    for length in (11, 269, 270):
+        body = {"events": [], "url": "https://b.example", "secret": "A" * length}
+        response = await client.post("/hooks", json=body, headers=auth())
+        assert response.status_code == 400

@@ -134,10 +134,17 @@ async def test_ping_of_a_stalling_receiver_times_out(
 async def test_ping_to_a_blocked_destination_sends_nothing(
     database_url: str, auth: Auth, receiver: Receiver
 ) -> None:
+    # A literal loopback URL is refused at create without an allowed network, so the hook
+    # is made while loopback is allowed and pinged once the operator has narrowed it.
+    allowing = Services.build(make_settings(database_url))
+    try:
+        async with api_client(allowing) as client:
+            hook = await _hook(client, auth, receiver.url)
+    finally:
+        await allowing.aclose()
     services = Services.build(make_settings(database_url, allowed_networks=""))
     try:
         async with api_client(services) as client:
-            hook = await _hook(client, auth, receiver.url)
             result = (await client.get(f"/hooks/{hook['id']}/ping", headers=auth())).json()
             detail = (
                 await client.get(
@@ -175,7 +182,7 @@ async def test_each_ping_is_a_recorded_delivery(
     assert detail["next_attempt_at"] is None
     [attempt] = detail["attempts"]
     assert attempt["http_status"] == 503
-    assert attempt["request_headers"]["X-Cro-Delivery"] == second["delivery_id"]
+    assert ["X-Cro-Delivery", second["delivery_id"]] in attempt["request_headers"]
     assert json.loads(detail["request_body"])["delivery_id"] == second["delivery_id"]
     assert len(receiver.requests) == 2
     got = (await client.get(f"/hooks/{hook['id']}", headers=auth())).json()

@@ -28,7 +28,7 @@ import ssl
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -36,6 +36,7 @@ from typing import Any, Self
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from multidict import CIMultiDict
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class Reply:
     """What the receiver answers to one request."""
 
     status: int = 200
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] | Sequence[tuple[str, str]] = field(default_factory=dict)
+    """A mapping, or ``(name, value)`` pairs to send a name more than once."""
     body: bytes = b""
     delay: float = 0.0
     """Seconds to stall before answering; a closing receiver stops stalling."""
@@ -205,7 +207,8 @@ class Receiver:
                 pass
         if reply.reset:
             _reset(request)
-        return web.Response(status=reply.status, headers=dict(reply.headers), body=reply.body)
+        pairs = reply.headers.items() if isinstance(reply.headers, Mapping) else reply.headers
+        return web.Response(status=reply.status, headers=CIMultiDict(pairs), body=reply.body)
 
 
 def _reset(request: web.BaseRequest) -> None:

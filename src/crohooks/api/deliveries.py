@@ -24,7 +24,7 @@ from crohooks.api.request import (
     validate,
 )
 from crohooks.api.wire import CroJSONResponse
-from crohooks.errors import BadRequest, NotFound
+from crohooks.errors import BadRequest
 from crohooks.model import DeliveryStatus
 
 router = APIRouter()
@@ -32,12 +32,11 @@ _STATUSES = frozenset(status.value for status in DeliveryStatus)
 
 
 def _delivery_id(raw: str) -> str:
+    """A malformed id is the client's mistake, as a malformed hook id is (``parse_id``)."""
     try:
         return str(uuid.UUID(raw))
     except ValueError:
-        raise NotFound(
-            f"delivery {raw} does not exist", field="PathParameters.delivery_id"
-        ) from None
+        raise BadRequest("delivery_id must be a UUID", field="PathParameters.delivery_id") from None
 
 
 @router.get("/hooks/{hook_id}/deliveries")
@@ -94,10 +93,9 @@ async def recover(request: Request, hook_id: str) -> CroJSONResponse:
         request, limit=svc.settings.max_hook_body_bytes, model_name="RecoverModel"
     )
     model = validate(RecoverModel, body)
-    count = await svc.delivery_log.recover(
-        caller.tenant_id,
-        identifier,
-        since=parse_cro_time(model.since),
-        until=parse_cro_time(model.until) if model.until is not None else None,
-    )
+    since = parse_cro_time(model.since)
+    until = parse_cro_time(model.until) if model.until is not None else None
+    if until is not None and until <= since:
+        raise BadRequest("until must be later than since", field="RecoverModel.until")
+    count = await svc.delivery_log.recover(caller.tenant_id, identifier, since=since, until=until)
     return CroJSONResponse({"recovered": count}, status_code=202)

@@ -193,9 +193,13 @@ def delivery_detail_model(delivery: Delivery, attempts: list[Attempt]) -> dict[s
                 "http_status": attempt.http_status,
                 "message": attempt.message,
                 "number": attempt.number,
-                "request_headers": attempt.request_headers,
+                "request_headers": [
+                    [name, value] for name, value in attempt.request_headers.items()
+                ],
                 "response_body": attempt.response_body,
-                "response_headers": attempt.response_headers,
+                "response_headers": [[name, value] for name, value in attempt.response_headers]
+                if attempt.response_headers is not None
+                else None,
                 "started_at": to_cro(attempt.started_at),
             }
             for attempt in attempts

@@ -175,10 +175,13 @@ class DeliveryAttemptModel(_Wire):
     http_status: int = Field(description="the status the hook URL answered, or -1")
     message: str
     number: int = Field(ge=1)
-    request_headers: dict[str, str]
+    request_headers: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = Field(
+        description="`[name, value]` pairs: the headers crohooks set, by name"
+    )
     response_body: str | None = Field(description="at most the first 16 KiB")
     response_headers: list[Annotated[list[str], Field(min_length=2, max_length=2)]] | None = Field(
-        description="`[name, value]` pairs in the order received"
+        description="`[name, value]` pairs in the order received (a name may repeat); "
+        "null when no response came"
     )
     started_at: CroTimestamp
 
@@ -253,7 +256,9 @@ URL_SCHEMA: dict[str, Any] = {
         "absolute http or https URL without a user-info part; its host a name of "
         "dot-separated labels of 1 to 63 letters, digits, hyphens or underscores "
         "(internationalised names in their xn-- form) or a bracketed IPv6 address; "
-        "a port, if any, from 1 to 65535"
+        "a port, if any, from 1 to 65535. A host that is an IP address must be one "
+        "deliveries may reach (public, or in the operator's allowed networks); names are "
+        "checked when a delivery is sent"
     ),
     "examples": ["https://example.com/hooks/cro"],
 }
@@ -301,7 +306,10 @@ _REQUEST_FIELDS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "RecoverModel": {
         "since": _TIMESTAMP_IN,
-        "until": {"anyOf": [_TIMESTAMP_IN, {"type": "null"}], "description": "default: now"},
+        "until": {
+            "anyOf": [_TIMESTAMP_IN, {"type": "null"}],
+            "description": "default: now; when given, later than since",
+        },
     },
 }
 """What the request models' validators add to their types (a secret is never null...)."""
@@ -477,7 +485,7 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
         "name": "x-tenant-id",
         "in": "header",
         "required": True,
-        "description": "the tenant acted on; the token must grant it",
+        "description": "the tenant acted on (1 to 18 digits, no sign); the token must grant it",
         "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
     },
     "x-api-version": {
@@ -581,8 +589,8 @@ _WIRE_HEADERS = (
 )
 
 _ERROR_WHEN = {
-    400: "Malformed JSON, unknown or wrongly typed fields, a rule broken, bad headers or "
-    "query parameters, a body where none belongs, a non-JSON Content-Type.",
+    400: "Malformed JSON, unknown or wrongly typed fields, a rule broken, bad headers, path "
+    "or query parameters, a body where none belongs, a non-JSON Content-Type.",
     401: "Missing, malformed, unverifiable or expired bearer token.",
     403: "The token's roles don't allow the operation, or it does not grant the tenant.",
     404: "No such hook (or delivery) in this tenant, or a ping of a deleted hook.",

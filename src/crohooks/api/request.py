@@ -36,6 +36,10 @@ _TENANT_ID = re.compile(r"^\s*[0-9]{1,18}\s*$")
 _JSON_TYPES = ("application/json",)
 _ACCEPTABLE = ("application/json", "application/*", "*/*")
 MAX_JSON_DEPTH = 128
+# Python's own limit on converting digits to an int; past it ``int()`` raises with advice
+# about ``sys.set_int_max_str_digits()``, which is no answer for a client.
+MAX_INT_DIGITS = 4300
+_MAX_ID_DIGITS = 18
 _CONTAINERS = (dict, list)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -158,7 +162,10 @@ def _tenant_checks(principal: Principal, request: Request, roles: frozenset[Role
     if raw is None:
         raise BadRequest("x-tenant-id header is required", field=f"{HEADERS_MODEL}.x-tenant-id")
     if not _TENANT_ID.match(raw):
-        raise BadRequest("x-tenant-id must be an integer", field=f"{HEADERS_MODEL}.x-tenant-id")
+        raise BadRequest(
+            "x-tenant-id must be a tenant id: a whole number of 1 to 18 digits, without a sign",
+            field=f"{HEADERS_MODEL}.x-tenant-id",
+        )
     tenant_id = int(raw)
     if not principal.has_any_role(roles):
         allowed = ", ".join(sorted(roles))
@@ -185,8 +192,14 @@ async def publisher(request: Request) -> TenantCaller:
     return await _tenant_caller(request, PUBLISH_ROLES)
 
 
+def _is_digits(raw: str, most: int) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes ``²``, which ``int()`` refuses), and
+    few enough that ``int()`` is cheap and can't hit Python's own digit limit."""
+    return raw.isascii() and raw.isdigit() and len(raw) <= most
+
+
 def parse_id(raw: str, name: str) -> int:
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+    if not _is_digits(raw, _MAX_ID_DIGITS):
         raise BadRequest(f"{name} must be a positive integer", field=f"PathParameters.{name}")
     return int(raw)
 
@@ -200,7 +213,7 @@ def _has_body(request: Request) -> bool:
 
 async def _read_limited(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
-    if length is not None and length.strip().isdigit() and int(length) > limit:
+    if length is not None and _declares_more_than(length.strip(), limit):
         raise PayloadTooLarge(f"the body may be at most {limit} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -217,10 +230,30 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _declares_more_than(length: str, limit: int) -> bool:
+    if not length.isascii() or not length.isdigit():
+        return False
+    return len(length.lstrip("0")) > len(str(limit)) or int(length) > limit
+
+
 async def no_body(request: Request) -> None:
     """GET and DELETE take no body; one sent anyway is a client bug worth reporting."""
     if _has_body(request) and await _read_limited(request, 64 * 1024):
         raise BadRequest("this request takes no body")
+
+
+class _NumberTooLong(ValueError):
+    """An integer in a JSON body with more digits than ``MAX_INT_DIGITS``."""
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _NumberTooLong(f"the body holds a number of more than {MAX_INT_DIGITS} digits")
+    try:
+        return int(text)
+    except ValueError:
+        # The interpreter's own limit may be set lower (PYTHONINTMAXSTRDIGITS).
+        raise _NumberTooLong("the body holds a number with too many digits") from None
 
 
 def _reject_constant(name: str) -> Any:
@@ -245,7 +278,14 @@ async def json_object(request: Request, *, limit: int, model_name: str) -> dict[
     if not raw.strip():
         raise BadRequest("a JSON body is required", field=model_name)
     try:
-        parsed = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+        parsed = json.loads(
+            raw,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            parse_int=_bounded_int,
+        )
+    except _NumberTooLong as error:
+        raise BadRequest(str(error), field=model_name) from None
     except (ValueError, RecursionError) as error:
         detail = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
         raise BadRequest(f"malformed JSON: {detail}", field=model_name) from None
@@ -316,11 +356,12 @@ def int_param(params: dict[str, str], name: str, *, default: int, low: int, high
     if raw is None:
         return default
     raw = raw.strip()
-    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+    digits = raw.lstrip("0") or raw[-1:]
+    if not _is_digits(digits, len(str(high))) or not low <= int(digits) <= high:
         raise BadRequest(
             f"{name} must be an integer from {low} to {high}", field=f"QueryParameters.{name}"
         )
-    return int(raw)
+    return int(digits)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
 log = structlog.get_logger("crohooks.api")
-_HOOK_ID = re.compile(r"^/hooks/([0-9]+)")
+_HOOK_ID = re.compile(r"^/hooks/([0-9]{1,18})(?:/|$)")
 
 
 class RequestTelemetry:

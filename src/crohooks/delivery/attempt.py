@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from crohooks.clock import utc_now
 from crohooks.delivery.outbound import HttpResponse, OutboundClient
@@ -13,7 +14,17 @@ from crohooks.errors import OutboundError
 from crohooks.model import AttemptRecord
 
 NO_EXCEPTION = "No exceptions raised."
+"""CRO's ping ``message`` whenever a response came; the log keeps it for a 2xx."""
 NO_RESPONSE = -1
+
+
+def answered(status: int) -> str:
+    """What the log says of an answer that was not a 2xx: ``HTTP 500 Internal Server Error``."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
+    return f"HTTP {status} {phrase}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +72,7 @@ async def send_attempt(
     except OutboundError as error:
         message = error.message
     else:
-        message = NO_EXCEPTION
+        message = NO_EXCEPTION if response.is_success else answered(response.status)
     duration_ms = (time.monotonic() - clock) * 1000.0
     record = AttemptRecord(
         started_at=started_at,

@@ -166,6 +166,17 @@ class DestinationPolicy:
             return f"{address} is not a public address"
         return f"{address} embeds {blocked}, which is not a public address"
 
+    def literal_refusal(self, host: str) -> str | None:
+        """Why a URL host that is an IP literal can never be reached, or ``None``.
+
+        Names pass: they are judged when a delivery resolves them, since DNS changes.
+        """
+        try:
+            address = parse_host(host)
+        except (DestinationBlocked, InvalidURL) as refused:
+            return refused.detail
+        return None if address is None else self.refusal(address)
+
     def check_ip(self, address: IPAddress) -> None:
         """Raise DestinationBlocked unless the address may be reached."""
         reason = self.refusal(address)

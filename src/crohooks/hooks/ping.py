@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from crohooks import metrics
 from crohooks.clock import to_cro, utc_now
-from crohooks.delivery.attempt import send_attempt
+from crohooks.delivery.attempt import NO_EXCEPTION, send_attempt
 from crohooks.delivery.body import render_delivery_body
 from crohooks.delivery.outbound import OutboundClient
 from crohooks.hooks.service import HookService
@@ -77,9 +77,11 @@ class PingService:
             now=utc_now(),
         )
         metrics.pings.labels(metrics.status_class(result.record.http_status)).inc()
+        # The spec's (and CRO's) ping message is "No exceptions raised." whenever a
+        # response came, whatever its status; the delivery log says which status it was.
         return PingResult(
             delivery_id=delivery_id,
             http_status=result.record.http_status,
-            message=result.record.message,
+            message=NO_EXCEPTION if result.response is not None else result.record.message,
             signature=result.headers["X-Cro-Signature"],
         )

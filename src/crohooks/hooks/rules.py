@@ -49,9 +49,14 @@ def check_url(url: str) -> str:
 
 
 def check_secret(secret: str) -> str:
-    """CRO's pattern, and valid base64 once stripped; returned stripped."""
+    """CRO's pattern, and valid base64 once stripped; returned stripped.
+
+    Whole quads within CRO's 11..270 leave 12..268 characters, which is what users are told.
+    """
     if not _SECRET_PATTERN.match(secret):
-        raise ValueError("must be 11 to 270 base64 characters (A-Z, a-z, 0-9, +, /, =)")
+        raise ValueError(
+            "must be 12 to 268 base64 characters (A-Z, a-z, 0-9, +, /, =) in whole groups of 4"
+        )
     stripped = secret.strip()
     if not _CANONICAL_BASE64.match(stripped):
         raise ValueError("must be valid base64 (whole 4-character groups, padding at the end)")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from crohooks.clock import utc_now
-from crohooks.errors import Conflict, DuplicateKey, NotFound
+from crohooks.delivery.ssrf import DestinationPolicy
+from crohooks.errors import BadRequest, Conflict, DuplicateKey, NotFound
 from crohooks.hooks.rules import generate_secret
 from crohooks.model import Hook
 from crohooks.store.hooks import HookRepository
@@ -20,13 +22,31 @@ class HookChanges:
 
 
 class HookService:
-    def __init__(self, repository: HookRepository, *, secret_grace: timedelta) -> None:
+    def __init__(
+        self,
+        repository: HookRepository,
+        *,
+        secret_grace: timedelta,
+        destinations: DestinationPolicy,
+    ) -> None:
         self._repository = repository
         self._secret_grace = secret_grace
+        self._destinations = destinations
+
+    def _check_reachable(self, url: str, field: str) -> None:
+        """A URL whose host is an IP literal the delivery policy refuses can never work,
+        so it is refused now rather than at every attempt. Names are not resolved here."""
+        reason = self._destinations.literal_refusal(urlsplit(url).hostname or "")
+        if reason is not None:
+            raise BadRequest(
+                f"url: {reason}; hook URLs reach public addresses and allowed networks only",
+                field=field,
+            )
 
     async def create(
         self, tenant_id: int, *, url: str, events: tuple[str, ...], secret: str | None, field: str
     ) -> Hook:
+        self._check_reachable(url, field)
         try:
             return await self._repository.create(
                 tenant_id,
@@ -61,6 +81,7 @@ class HookService:
     async def update(
         self, tenant_id: int, hook_id: int, changes: HookChanges, *, field: str
     ) -> Hook:
+        self._check_reachable(changes.url, field)
         now = utc_now()
         try:
             hook = await self._repository.update(
