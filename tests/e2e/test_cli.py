@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -257,6 +258,8 @@ def test_serve_accepts_tokens_minted_by_the_cli_across_restarts(
         assert [(t["id"], t["name"], t["email"]) for t in listed.json()["results"]] == [
             (34, "Demo Courier", "ops@example.com")
         ]
+    (said,) = _migration_lines(workdir, port)
+    assert json.loads(said)["event"] == f"database at revision {_head_revision()}"
 
     with running(serve, cwd=workdir, env=env, port=port) as base_url:
         hooks = request("GET", f"{base_url}/hooks", token, headers={"x-tenant-id": "34"})
@@ -293,7 +296,7 @@ def _banner_lines(text: str) -> tuple[str, str, dict[str, str]]:
 
 
 def _migration_lines(workdir: Path, port: int) -> list[str]:
-    """The lines of the demo's output, stdout and stderr, that speak of the schema; none
+    """The lines of a server's output, stdout and stderr, that speak of the schema; none
     of them Alembic's own."""
     stderr = _demo_output(workdir, port, "err")
     assert "alembic" not in stderr.lower(), stderr
