@@ -10,6 +10,7 @@ the package index; when it can't be reached the test fails rather than skips.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -26,9 +27,11 @@ RUNTIME_SAMPLE = {"fastapi", "uvicorn", "alembic", "asyncpg", "structlog"}
 def pip_installs(target: str) -> list[list[str]]:
     """The arguments of each ``pip install`` that ``make <target>`` runs in a fresh clone,
     pip's own upgrade left out."""
+    outer = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")  # when make test runs this: its own flags
     made = subprocess.run(
         ["make", "--dry-run", "--always-make", "--no-print-directory", target],
         cwd=ROOT,
+        env={name: value for name, value in os.environ.items() if name not in outer},
         capture_output=True,
         text=True,
         timeout=30,
