@@ -1,4 +1,5 @@
-"""The ``crohooks`` console script: serve, worker, migrate, tenant add, token."""
+"""The ``crohooks`` console script: serve, worker, migrate, tenant, token, and the operator
+commands (hooks, deliveries, recover; ``operator_cli.py``)."""
 
 from __future__ import annotations
 
@@ -90,9 +91,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if "operator_command" in args:
         return operator_cli.run(args, settings)
     if args.command == "migrate":
+        from crohooks.store.connect import redacted
         from crohooks.store.migrate import migrate
 
-        migrate(settings.database_url)
+        migration = migrate(settings.database_url)
+        print(f"{migration} ({redacted(settings.database_url)})")
         return 0
     if args.command == "token":
         from crohooks.auth.local import mint_local_token
@@ -115,7 +118,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
     if args.command == "tenant":
-        asyncio.run(_add_tenant(settings, args))
+        for line in asyncio.run(_add_tenant(settings, args)):
+            print(line)
         return 0
     if args.command == "serve":
         serve(settings, host=args.host, port=args.port, run_worker=not args.no_worker)
@@ -132,18 +136,23 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     raise AssertionError(args.command)
 
 
-async def _add_tenant(settings: Settings, args: argparse.Namespace) -> None:
-    from crohooks.store.connect import open_database
+async def _add_tenant(settings: Settings, args: argparse.Namespace) -> list[str]:
+    """Add the tenant; what was done, one line each (an SQLite file is migrated first)."""
+    from crohooks.store.connect import open_database, redacted
     from crohooks.store.connector import DatabaseLimits
     from crohooks.store.tenants import TenantRepository
 
+    done: list[str] = []
+    where = redacted(settings.database_url)
     if settings.is_sqlite:
         from crohooks.store.migrate import migrate
 
-        migrate(settings.database_url)
+        migration = migrate(settings.database_url)
+        if migration.before != migration.after:
+            done.append(f"{migration} ({where})")
     db = open_database(settings.database_url, DatabaseLimits.of(settings))
     try:
-        await TenantRepository(db).add(
+        tenant = await TenantRepository(db).add(
             Tenant(
                 id=args.id,
                 name=args.name,
@@ -161,24 +170,29 @@ async def _add_tenant(settings: Settings, args: argparse.Namespace) -> None:
         )
     finally:
         await db.dispose()
+    state = "" if tenant.is_active else ", inactive"
+    done.append(f'tenant {tenant.id} "{tenant.name}" (code {tenant.code}{state}) added ({where})')
+    return done
 
 
-def serve(settings: Settings, *, host: str, port: int, run_worker: bool) -> None:
-    """Serve the API; an SQLite database is migrated first (one process owns it)."""
+def serve(
+    settings: Settings, *, host: str, port: int, run_worker: bool, migrate_sqlite: bool = True
+) -> None:
+    """Serve the API; an SQLite database is migrated first (one process owns it), unless
+    the caller has just done so."""
     import structlog
     import uvicorn
 
     from crohooks import tracing
     from crohooks.app import create_app
 
-    if settings.is_sqlite:
+    log = structlog.get_logger("crohooks")
+    if settings.is_sqlite and migrate_sqlite:
         from crohooks.store.migrate import migrate
 
-        migrate(settings.database_url)
+        log.info(str(migrate(settings.database_url)), database=settings.database_dialect)
     app = create_app(settings, run_worker=run_worker)
-    structlog.get_logger("crohooks").info(
-        "serving", host=host, port=port, worker=run_worker, database=settings.database_dialect
-    )
+    log.info("serving", host=host, port=port, worker=run_worker, database=settings.database_dialect)
     traced = tracing.configure_from_environment()
     try:
         uvicorn.run(

@@ -17,7 +17,7 @@ import os
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crohooks.auth.principal import Role
 from crohooks.clock import utc_now
@@ -25,6 +25,9 @@ from crohooks.errors import ConfigurationError, DuplicateKey
 from crohooks.model import Tenant
 from crohooks.settings import Settings
 from crohooks.store.connect import redacted
+
+if TYPE_CHECKING:
+    from crohooks.store.migrate import Migration
 
 DEMO_TENANT_ID = 34
 DEMO_TENANT_NAME = "Demo Courier"
@@ -47,16 +50,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings, notes = demo_settings(os.environ)
-        token = prepare(settings)
+        token, migration = prepare(settings)
     except (ConfigurationError, ValueError) as error:
         print(f"crohooks demo: {error}", file=sys.stderr)
         return 2
+    notes = [f"{migration}.", *notes]
     print(banner(settings, token, notes, base_url=_base_url(args.host, args.port)), flush=True)
 
     from crohooks.cli import serve
 
     try:
-        serve(settings, host=args.host, port=args.port, run_worker=True)
+        serve(settings, host=args.host, port=args.port, run_worker=True, migrate_sqlite=False)
     except (ConfigurationError, ValueError) as error:
         print(f"crohooks demo: {error}", file=sys.stderr)
         return 2
@@ -85,22 +89,23 @@ def demo_settings(environ: Mapping[str, str]) -> tuple[Settings, list[str]]:
     return Settings(**overrides), notes
 
 
-def prepare(settings: Settings) -> str:
+def prepare(settings: Settings) -> tuple[str, Migration]:
     """Migrate, ensure the demo tenant, and mint the demo token."""
     from crohooks.auth.local import mint_local_token
     from crohooks.logs import configure_logging
     from crohooks.store.migrate import migrate
 
     configure_logging(settings)
-    migrate(settings.database_url)
+    migration = migrate(settings.database_url)
     asyncio.run(_ensure_demo_tenant(settings))
-    return mint_local_token(
+    token = mint_local_token(
         settings,
         subject=DEMO_SUBJECT,
         roles=[role.value for role in DEMO_ROLES],
         tenants=[DEMO_TENANT_ID],
         ttl_seconds=DEMO_TOKEN_TTL_SECONDS,
     )
+    return token, migration
 
 
 async def _ensure_demo_tenant(settings: Settings) -> None:
@@ -147,12 +152,8 @@ def banner(settings: Settings, token: str, notes: Sequence[str], *, base_url: st
         f"crohooks demo on {base_url} (database {redacted(settings.database_url)})",
         *notes,
         "",
-        f'Tenant {DEMO_TENANT_ID} "{DEMO_TENANT_NAME}" is ready. '
-        f"Token ({roles}; tenant {DEMO_TENANT_ID}; valid {days} days):",
-        "",
-        token,
-        "",
-        "Try it from another terminal:",
+        f'Tenant {DEMO_TENANT_ID} "{DEMO_TENANT_NAME}" is ready, with a token for it '
+        f"({roles}; valid {days} days). Try it from another terminal:",
         "",
         f"export CROHOOKS_TOKEN={token}",
         "# create a hook (a receiver listening on 127.0.0.1:9797 gets the deliveries)",

@@ -53,5 +53,6 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(level, logging.INFO))
-    for noisy in ("uvicorn.access", "sqlalchemy.engine"):
+    # Alembic narrates every migration step at INFO; crohooks reports the outcome instead.
+    for noisy in ("uvicorn.access", "sqlalchemy.engine", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -16,7 +16,7 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from crohooks.api.models import (
@@ -59,9 +59,7 @@ class _Services:
     @classmethod
     def build(cls, settings: Settings) -> _Services:
         db = open_database(settings.database_url, DatabaseLimits.of(settings))
-        hooks = HookService(
-            HookRepository(db), secret_grace=timedelta(seconds=settings.secret_grace_seconds)
-        )
+        hooks = HookService.configured(HookRepository(db), settings)
         return cls(db, hooks, DeliveryLog(hooks, DeliveryRepository(db)), TenantRepository(db))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 
 from crohooks.admission import Admission, DatabaseAdmission, LocalAdmission
 from crohooks.auth.verifier import TokenVerifier, build_verifier
@@ -11,7 +10,6 @@ from crohooks.delivery.body import render_delivery_body
 from crohooks.delivery.intake import EventIntake
 from crohooks.delivery.log import DeliveryLog
 from crohooks.delivery.outbound import OutboundClient
-from crohooks.delivery.ssrf import DestinationPolicy
 from crohooks.hooks.ping import PingService
 from crohooks.hooks.service import HookService
 from crohooks.ratelimit import DatabaseRateLimiter, MemoryRateLimiter, RateLimiter
@@ -48,11 +46,7 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> Services:
         db = open_database(settings.database_url, DatabaseLimits.of(settings))
-        hooks = HookService(
-            HookRepository(db),
-            secret_grace=timedelta(seconds=settings.secret_grace_seconds),
-            destinations=DestinationPolicy(settings.allowed_networks),
-        )
+        hooks = HookService.configured(HookRepository(db), settings)
         deliveries = DeliveryRepository(db)
         outbound = OutboundClient(settings)
         pins = VersionPinRepository(db)

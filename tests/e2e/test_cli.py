@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,8 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 
+from crohooks.store.migrate import alembic_config
 from crohooks.store.schema import metadata
 from tests.conftest import TEST_JWT_SECRET, fresh_postgres_database
 
@@ -118,9 +121,12 @@ def env(workdir: Path) -> dict[str, str]:
 
 
 def test_migrate_creates_the_schema_in_the_working_directory(workdir: Path) -> None:
-    """Through the installed console script, and with the default database URL."""
+    """Through the installed console script, and with the default database URL; each run
+    says in one line what it did, and Alembic's narration stays out of the way."""
     assert CONSOLE_SCRIPT.exists(), "the crohooks console script is not installed"
     command = [str(CONSOLE_SCRIPT)]
+    head = _head_revision()
+    said = []
     for _ in range(2):
         result = subprocess.run(
             [*command, "migrate"],
@@ -132,7 +138,12 @@ def test_migrate_creates_the_schema_in_the_working_directory(workdir: Path) -> N
             check=False,
         )
         assert result.returncode == 0, result.stderr
-        assert result.stdout == ""
+        assert result.stderr == ""
+        said.append(result.stdout)
+    assert said == [
+        f"database created at revision {head} (sqlite:///crohooks.db)\n",
+        f"database at revision {head} (sqlite:///crohooks.db)\n",
+    ]
 
     engine = create_engine(f"sqlite:///{workdir / 'crohooks.db'}")
     try:
@@ -140,6 +151,29 @@ def test_migrate_creates_the_schema_in_the_working_directory(workdir: Path) -> N
     finally:
         engine.dispose()
     assert tables == set(metadata.tables) | {"alembic_version"}
+
+
+def test_tenant_add_says_what_it_did(workdir: Path, env: dict[str, str]) -> None:
+    """On a new SQLite file it also says that it created the schema; nothing on stderr."""
+    where = env["CROHOOKS_DATABASE_URL"]
+    first = crohooks(
+        "tenant", "add", "--id", "34", "--name", "Demo Courier", "--code", "DEMO",
+        cwd=workdir, env=env,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert first.stderr == ""
+    assert first.stdout.splitlines() == [
+        f"database created at revision {_head_revision()} ({where})",
+        f'tenant 34 "Demo Courier" (code DEMO) added ({where})',
+    ]
+
+    second = crohooks(
+        "tenant", "add", "--id", "35", "--name", "Night Runs", "--code", "NITE", "--inactive",
+        cwd=workdir, env=env,
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    assert second.stderr == ""
+    assert second.stdout == f'tenant 35 "Night Runs" (code NITE, inactive) added ({where})\n'
 
 
 def test_tenant_add_refuses_an_existing_id(workdir: Path, env: dict[str, str]) -> None:
@@ -224,6 +258,8 @@ def test_serve_accepts_tokens_minted_by_the_cli_across_restarts(
         assert [(t["id"], t["name"], t["email"]) for t in listed.json()["results"]] == [
             (34, "Demo Courier", "ops@example.com")
         ]
+    (said,) = _migration_lines(workdir, port)
+    assert json.loads(said)["event"] == f"database at revision {_head_revision()}"
 
     with running(serve, cwd=workdir, env=env, port=port) as base_url:
         hooks = request("GET", f"{base_url}/hooks", token, headers={"x-tenant-id": "34"})
@@ -233,22 +269,39 @@ def test_serve_accepts_tokens_minted_by_the_cli_across_restarts(
         ]
 
 
-def _demo_output(workdir: Path, port: int) -> str:
-    (out,) = workdir.glob(f"server-{port}-*.out")
+def _head_revision() -> str:
+    (head,) = ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()
+    return head
+
+
+def _demo_output(workdir: Path, port: int, stream: str = "out") -> str:
+    (out,) = workdir.glob(f"server-{port}-*.{stream}")
     return out.read_text()
 
 
 def _banner_lines(text: str) -> tuple[str, str, dict[str, str]]:
-    """The bare token, its ``export`` line and the ``curl`` lines keyed by what they do."""
+    """The token, its ``export`` line and the ``curl`` lines keyed by what they do; the
+    token is printed once, in the ``export`` line, and so is the banner."""
     lines = text.splitlines()
-    tokens = [line for line in lines if JWT.match(line)]
-    assert len(tokens) == 1, text
     (export,) = [line for line in lines if line.startswith("export CROHOOKS_TOKEN=")]
+    token = export.removeprefix("export CROHOOKS_TOKEN=")
+    assert JWT.match(token), export
+    assert text.count(token) == 1, text
+    assert sum(line.startswith("crohooks demo on ") for line in lines) == 1, text
     curls: dict[str, str] = {}
     for comment, line in pairwise(lines):
         if line.startswith("curl ") and comment.startswith("# "):
             curls[comment.removeprefix("# ")] = line
-    return tokens[0], export, curls
+    return token, export, curls
+
+
+def _migration_lines(workdir: Path, port: int) -> list[str]:
+    """The lines of a server's output, stdout and stderr, that speak of the schema; none
+    of them Alembic's own."""
+    stderr = _demo_output(workdir, port, "err")
+    assert "alembic" not in stderr.lower(), stderr
+    text = _demo_output(workdir, port) + stderr
+    return [line for line in text.splitlines() if "revision" in line]
 
 
 @pytest.mark.slow
@@ -267,6 +320,9 @@ def test_demo_prints_a_working_token_and_curl_lines(workdir: Path) -> None:
         assert list_hooks.endswith(f" {base_url}/hooks")
         assert any(line.endswith(f"{base_url}/events") for line in curls.values())
         assert any(line.endswith(f"{base_url}/hooks/1/ping") for line in curls.values())
+        assert _migration_lines(workdir, port) == [
+            f"database created at revision {_head_revision()}."
+        ]
 
         if shutil.which("curl") and shutil.which("sh"):
             create_hook = next(line for key, line in curls.items() if key.startswith("create"))
@@ -302,4 +358,7 @@ def test_demo_prints_a_working_token_and_curl_lines(workdir: Path) -> None:
         response = request("GET", f"{base_url}/hooks", token, headers={"x-tenant-id": "34"})
         assert response.status_code == 200, response.text
         new_token, _, _ = _banner_lines(_demo_output(workdir, second_port))
+        assert _migration_lines(workdir, second_port) == [
+            f"database at revision {_head_revision()}."
+        ]
         assert request("GET", f"{base_url}/tenants", new_token).status_code == 200

@@ -117,3 +117,21 @@ def test_rate_limit_counters_are_unlogged_on_postgresql(postgres_database: str) 
     finally:
         engine.dispose()
     assert persistence == "u"
+
+
+def test_migrate_reports_the_revisions_before_and_after(empty_database_url: str) -> None:
+    url = empty_database_url
+    head = head_revision(url)
+
+    created = migrate(url)
+    assert (created.before, created.after) == (None, head)
+    assert str(created) == f"database created at revision {head}"
+
+    again = migrate(url)
+    assert (again.before, again.after) == (head, head)
+    assert str(again) == f"database at revision {head}"
+
+    command.downgrade(alembic_config(url), "0002")
+    upgraded = migrate(url)
+    assert (upgraded.before, upgraded.after) == ("0002", head)
+    assert str(upgraded) == f"database migrated from revision 0002 to {head}"

@@ -11,6 +11,7 @@ from crohooks.delivery.ssrf import DestinationPolicy
 from crohooks.errors import BadRequest, Conflict, DuplicateKey, NotFound
 from crohooks.hooks.rules import generate_secret
 from crohooks.model import Hook
+from crohooks.settings import Settings
 from crohooks.store.hooks import HookRepository
 
 
@@ -32,6 +33,15 @@ class HookService:
         self._repository = repository
         self._secret_grace = secret_grace
         self._destinations = destinations
+
+    @classmethod
+    def configured(cls, repository: HookRepository, settings: Settings) -> HookService:
+        """The service as ``settings`` shape it (the API's and the operator CLI's)."""
+        return cls(
+            repository,
+            secret_grace=timedelta(seconds=settings.secret_grace_seconds),
+            destinations=DestinationPolicy(settings.allowed_networks),
+        )
 
     def _check_reachable(self, url: str, field: str) -> None:
         """A URL whose host is an IP literal the delivery policy refuses can never work,
