@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from crohooks.api.models import (
     delivery_detail_model,
@@ -29,7 +29,7 @@ from crohooks.api.models import (
 from crohooks.delivery.log import DeliveryLog
 from crohooks.errors import ApiError, ConfigurationError, NotFound
 from crohooks.hooks.service import HookService
-from crohooks.model import Delivery, DeliveryStatus, Hook, Tenant
+from crohooks.model import Delivery, DeliveryStatus
 from crohooks.rendering import render_json
 from crohooks.settings import Settings
 from crohooks.store.connect import open_database
@@ -64,6 +64,17 @@ class _Services:
 
 
 _Command = Callable[[_Services, argparse.Namespace], Awaitable[str]]
+_T = TypeVar("_T")
+
+
+async def _every(page_at: Callable[[int], Awaitable[tuple[list[_T], int]]]) -> list[_T]:
+    """Every item of a paged listing: ``page_at(offset)`` gives a page and the total."""
+    items: list[_T] = []
+    while True:
+        page, total = await page_at(len(items))
+        items.extend(page)
+        if not page or len(items) >= total:
+            return items
 
 
 def register(
@@ -209,14 +220,11 @@ async def _run(command: _Command, args: argparse.Namespace, settings: Settings) 
 
 
 async def _hooks_list(services: _Services, args: argparse.Namespace) -> str:
-    hooks: list[Hook] = []
-    while True:
-        page, total = await services.hooks.list_page(
-            args.tenant, deleted=args.deleted, limit=_PAGE, offset=len(hooks)
+    hooks = await _every(
+        lambda offset: services.hooks.list_page(
+            args.tenant, deleted=args.deleted, limit=_PAGE, offset=offset
         )
-        hooks.extend(page)
-        if not page or len(hooks) >= total:
-            break
+    )
     if args.json:
         return _json([webhook_model(hook) for hook in hooks])
     return _table(
@@ -349,12 +357,7 @@ async def _recover(services: _Services, args: argparse.Namespace) -> str:
 
 
 async def _tenants_list(services: _Services, args: argparse.Namespace) -> str:
-    tenants: list[Tenant] = []
-    while True:
-        page, total = await services.tenants.list_page(limit=_PAGE, offset=len(tenants))
-        tenants.extend(page)
-        if not page or len(tenants) >= total:
-            break
+    tenants = await _every(lambda offset: services.tenants.list_page(limit=_PAGE, offset=offset))
     if args.json:
         return _json([tenant_model(tenant) for tenant in tenants])
     return _table(
