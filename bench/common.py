@@ -250,6 +250,12 @@ class Receiver:
             requests, unique = (await response.text()).split()
             return int(requests), int(unique)
 
+    async def latencies(self) -> list[float]:
+        """Seconds from each delivery's scheduled send time to its first arrival."""
+        assert self.http is not None
+        async with self.http.get(self.url_for("/_latencies")) as response:
+            return [float(line) for line in (await response.text()).split()]
+
     async def reset(self) -> None:
         assert self.http is not None
         async with self.http.post(self.url_for("/_reset")) as response:

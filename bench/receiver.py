@@ -3,35 +3,53 @@
 Run as ``python -m bench.receiver``: it listens on a free loopback port, prints
 ``ready <port>`` and answers every POST with an empty 200. ``GET /_count`` returns
 ``<requests> <unique webhook-ids>`` and ``POST /_reset`` zeroes both.
+
+For the latency benchmark: when a delivery's body carries ``"bench_sent": <unix time>``
+(the publisher's scheduled send time, in the event's ``data``), the first arrival of each
+``webhook-id`` records ``arrival - bench_sent`` in seconds (wall clock, ``time.time()``;
+publisher and receiver share the machine). ``GET /_latencies`` returns them, one a line;
+``POST /_reset`` clears them too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sys
+import time
 
 import uvloop
 from aiohttp import web
+
+SENT = re.compile(rb'"bench_sent":\s*([0-9.eE+-]+)')
 
 
 class Counter:
     def __init__(self) -> None:
         self.requests = 0
         self.ids: set[str] = set()
+        self.latencies: list[float] = []
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
         if request.method == "GET" and request.path == "/_count":
             return web.Response(text=f"{self.requests} {len(self.ids)}")
+        if request.method == "GET" and request.path == "/_latencies":
+            return web.Response(text="\n".join(map(repr, self.latencies)))
         if request.path == "/_reset":
             self.requests = 0
             self.ids.clear()
+            self.latencies.clear()
             return web.Response()
-        await request.read()
+        body = await request.read()
+        arrived = time.time()
         self.requests += 1
         delivery = request.headers.get("webhook-id")
-        if delivery is not None:
+        if delivery is not None and delivery not in self.ids:
             self.ids.add(delivery)
+            sent = SENT.search(body)
+            if sent is not None:
+                self.latencies.append(arrived - float(sent.group(1)))
         return web.Response()
 
 
