@@ -24,7 +24,7 @@ from pathlib import Path
 
 import uvloop
 
-from bench import api, backlog, delivery, ping
+from bench import api, backlog, delivery, latency, ping
 from bench.common import (
     BenchError,
     Row,
@@ -48,6 +48,8 @@ class Sizes:
     pings: int
     api_seconds: float
     backlog: int
+    latency_rates: tuple[int, ...]
+    latency_seconds: float
 
 
 FULL = Sizes(
@@ -58,6 +60,8 @@ FULL = Sizes(
     pings=300,
     api_seconds=5.0,
     backlog=1_000_000,
+    latency_rates=(100, 250, 500, 1000),
+    latency_seconds=15.0,
 )
 QUICK = Sizes(
     events=100,
@@ -67,6 +71,8 @@ QUICK = Sizes(
     pings=50,
     api_seconds=2.0,
     backlog=20_000,
+    latency_rates=(100, 250),
+    latency_seconds=3.0,
 )
 
 
@@ -310,6 +316,45 @@ class Runner:
 
             await self.step(title, run)
 
+    # -- 6. single-event latency (issue 17) -------------------------------------------
+
+    async def latency(self) -> None:
+        workdir = self.subdir("latency")
+        setups = (("SQLite", "sqlite", 0, 1000), ("PostgreSQL, 1 worker", "postgresql", 1, 600))
+        async with receiver(workdir) as target:
+            for label, dialect, workers, target_rate in setups:
+                for hooks in (1, 20):
+                    title = f"latency, {label}, {hooks} hook{'s' if hooks > 1 else ''}"
+                    if dialect == "postgresql" and self.pg_problem:
+                        self.skipped(title)
+                        continue
+
+                    async def run(
+                        title: str = title, dialect: str = dialect, workers: int = workers,
+                        hooks: int = hooks, target_rate: int = target_rate,
+                    ) -> None:  # fmt: skip
+                        with self._database(dialect, f"latency-{dialect}-{hooks}") as url:
+                            figures = await latency.measure(
+                                target, self.subdir(f"latency-{dialect}-{hooks}"), url,
+                                hooks=hooks, workers=workers, rates=self.sizes.latency_rates,
+                                seconds=self.sizes.latency_seconds,
+                            )  # fmt: skip
+                        sustained = [f for f in figures if f.sustained]
+                        best = sustained[-1] if sustained else None
+                        self.rows.append(
+                            Row(
+                                f"6. {title}",
+                                f"{best.rate:,}/s" if best else "none",
+                                "",
+                                best.summary() if best else figures[0].summary(),
+                                f">= {target_rate:,}/s at p99 <= {latency.P99_LIMIT_MS:.0f} ms",
+                                best is not None and best.rate >= target_rate,
+                            )
+                        )
+                        self.notes.extend(f"{title}: {f.detail()}" for f in figures)
+
+                    await self.step(title, run)
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -317,7 +362,7 @@ def main() -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["delivery", "ping", "api", "backlog"],
+        choices=["delivery", "ping", "api", "backlog", "latency"],
         help="run only these (repeatable)",
     )
     parser.add_argument("--markdown", type=Path, help="also write the results as Markdown")
@@ -342,6 +387,8 @@ def main() -> int:
             await runner.api()
         if runner.wanted("backlog"):
             await runner.backlog()
+        if runner.wanted("latency"):
+            await runner.latency()
 
     try:
         uvloop.run(everything())
