@@ -60,7 +60,7 @@ FULL = Sizes(
     pings=300,
     api_seconds=5.0,
     backlog=1_000_000,
-    latency_rates=(100, 250, 500, 1000),
+    latency_rates=(25, 50, 100, 250, 500, 1000),
     latency_seconds=15.0,
 )
 QUICK = Sizes(
