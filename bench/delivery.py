@@ -99,7 +99,7 @@ async def baseline(
     return BaselineFigures(count / seconds, cpu_seconds * 1000.0 / count)
 
 
-def _token(database_url: str) -> str:
+def bench_token(database_url: str) -> str:
     return mint_local_token(
         settings_for(database_url),
         subject="bench",
@@ -109,7 +109,7 @@ def _token(database_url: str) -> str:
     )
 
 
-async def _create_hooks(
+async def create_hooks(
     http: aiohttp.ClientSession, base_url: str, headers: dict[str, str], receiver: Receiver, n: int
 ) -> None:
     for number in range(n):
@@ -176,13 +176,13 @@ async def crohooks(
     env = process_env(database_url)
     await run_cli("migrate", env=env, workdir=workdir)
     await receiver.reset()
-    headers = {"Authorization": f"Bearer {_token(database_url)}", "x-tenant-id": str(TENANT)}
+    headers = {"Authorization": f"Bearer {bench_token(database_url)}", "x-tenant-id": str(TENANT)}
     async with (
         api_process("api", env, workdir, worker=workers == 0) as base_url,
         aiohttp.ClientSession() as http,
         contextlib.AsyncExitStack() as stack,
     ):
-        await _create_hooks(http, base_url, headers, receiver, hooks)
+        await create_hooks(http, base_url, headers, receiver, hooks)
         worker_processes: list[Process] = [
             await stack.enter_async_context(
                 started(f"worker-{number}", [*CLI, "worker"], env=env, workdir=workdir)

@@ -39,7 +39,7 @@ from bench.common import (
     started,
     wait_log,
 )
-from bench.delivery import _create_hooks, _token
+from bench.delivery import bench_token, create_hooks
 
 P99_LIMIT_MS = 50.0
 WAIT_SECONDS = 10.0
@@ -156,7 +156,7 @@ async def measure(
     """
     env = process_env(database_url)
     await run_cli("migrate", env=env, workdir=workdir)
-    token = _token(database_url)
+    token = bench_token(database_url)
     headers = {"Authorization": f"Bearer {token}", "x-tenant-id": str(TENANT)}
     figures: list[RateFigures] = []
     async with (
@@ -164,7 +164,7 @@ async def measure(
         aiohttp.ClientSession() as http,
         contextlib.AsyncExitStack() as stack,
     ):
-        await _create_hooks(http, base_url, headers, receiver, hooks)
+        await create_hooks(http, base_url, headers, receiver, hooks)
         for number in range(workers):
             process = await stack.enter_async_context(
                 started(f"worker-{number}", [*CLI, "worker"], env=env, workdir=workdir)
