@@ -227,8 +227,7 @@ class PostgresDatabase:
         return await self._bounded(steps.alone(statement, params), holding=steps)
 
     async def write_alone(self, statement: Statement, params: Params = None) -> list[Row]:
-        steps = _Steps(self, None)
-        return await self._bounded(steps.alone(statement, params), holding=steps)
+        return await self.fetch(statement, params)  # a lone statement commits by itself
 
     async def check(self, *, within: float) -> None:
         async with self._connection(within) as steps:
