@@ -118,7 +118,13 @@ async def test_paging_and_filters(client: httpx.AsyncClient) -> None:
     assert hooks["page_index"]["schema"].items() >= {"minimum": 1, "maximum": 10000}.items()
     assert hooks["deleted"]["in"] == "query"
     deliveries = _parameters(document, _operation(document, "GET", "/hooks/{hook_id}/deliveries"))
-    assert deliveries["status"]["schema"]["enum"] == ["pending", "succeeded", "failed", "cancelled"]
+    assert deliveries["status"]["schema"]["enum"] == [
+        "pending",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "superseded",
+    ]
     assert set(_parameters(document, _operation(document, "GET", "/tenants"))) == {
         "page_limit",
         "page_index",

@@ -121,13 +121,14 @@ class PublishEventModel(_Strict):
     event: PublishableEvent
     data: dict[str, Any]
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    ordering_key: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
 
-    @field_validator("idempotency_key", mode="before")
+    @field_validator("idempotency_key", "ordering_key", mode="before")
     @classmethod
     def _key_not_null(cls, value: Any) -> Any:
         return _not_null(value)
 
-    @field_validator("idempotency_key")
+    @field_validator("idempotency_key", "ordering_key")
     @classmethod
     def _key_storable(cls, value: str | None) -> str | None:
         if value is not None and "\x00" in value:

@@ -280,6 +280,14 @@ IDEMPOTENCY_KEY_SCHEMA: dict[str, Any] = {
     "description": "the same key within 24 h returns the first event and queues nothing; "
     "no NUL characters",
 }
+ORDERING_KEY_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 256,
+    "pattern": "^[^\\u0000]*$",
+    "description": "deliveries of events with the same key are attempted in publish order, "
+    "per hook, and carry a sequence number (e.g. Job:4711); no NUL characters",
+}
 _EVENTS = {
     "type": "array",
     "items": {"type": "string", "enum": list(HOOK_EVENTS)},
@@ -303,6 +311,7 @@ _REQUEST_FIELDS: dict[str, dict[str, dict[str, Any]]] = {
         "event": {"type": "string", "enum": list(PUBLISHABLE_EVENTS)},
         "data": {"type": "object", "description": "any JSON object, at most 1 MiB"},
         "idempotency_key": IDEMPOTENCY_KEY_SCHEMA,
+        "ordering_key": ORDERING_KEY_SCHEMA,
     },
     "RecoverModel": {
         "since": _TIMESTAMP_IN,

@@ -75,12 +75,14 @@ _LEASE = Statement(
         UPDATE deliveries SET leased_by = :worker, lease_expires_at = :expires,
                               next_attempt_at = :expires, updated_at = :now
         WHERE id IN (SELECT value FROM json_each(:ids))
-        RETURNING id, body, deferrals, created_at, trace_context""",
+        RETURNING id, body, deferrals, created_at, trace_context, ordering_key, sequence,
+                  redelivered""",
     postgresql="""
         UPDATE deliveries SET leased_by = %(worker)s, lease_expires_at = %(expires)s,
                               next_attempt_at = %(expires)s, updated_at = %(now)s
         WHERE id = ANY(%(ids)s::text[])
-        RETURNING id, body, deferrals, created_at, trace_context""",
+        RETURNING id, body, deferrals, created_at, trace_context, ordering_key, sequence,
+                  redelivered""",
 )
 
 _CANCEL_PENDING = Statement.shared(
@@ -212,4 +214,7 @@ def _claimed(
         lease_expires_at=expires,
         reclaimed=row["leased_by"] is not None,
         trace_context=leased["trace_context"],
+        ordering_key=leased["ordering_key"],
+        sequence=leased["sequence"],
+        redelivered=bool(leased["redelivered"]),
     )
