@@ -140,6 +140,12 @@ class PublishBatchModel(_Strict):
     events: Annotated[list[PublishEventModel], Field(min_length=1, max_length=1000)]
 
 
+class HookOrderingModel(_Strict):
+    """``PATCH /hooks/{hook_id}/ordering``: how the hook's keyed deliveries are ordered."""
+
+    ordering: Literal["all", "latest"]
+
+
 class RecoverModel(_Strict):
     since: str
     until: str | None = None

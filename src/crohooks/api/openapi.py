@@ -24,6 +24,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from crohooks.api.models import (
     CreateWebhookModel,
     HookEvent,
+    HookOrderingModel,
     PublishBatchModel,
     PublishEventModel,
     RecoverModel,
@@ -193,6 +194,16 @@ class DeliveryDetailModel(DeliveryModel):
     request_body: str
 
 
+class HookOrderingResultModel(_Wire):
+    """How the hook's keyed deliveries are ordered (spec 3.5)."""
+
+    ordering: Literal["all", "latest"] = Field(
+        description="all: every update of an ordering key is delivered, in publish order; "
+        "latest: while a key is blocked, waiting updates that a newer one replaces are "
+        "marked superseded"
+    )
+
+
 class RecoverResultModel(_Wire):
     """The failed deliveries of the window, queued again."""
 
@@ -205,6 +216,7 @@ _REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     PublishEventModel,
     PublishBatchModel,
     RecoverModel,
+    HookOrderingModel,
 )
 _RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     ErrorModel,
@@ -219,6 +231,7 @@ _RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     DeliveryListModel,
     DeliveryDetailModel,
     RecoverResultModel,
+    HookOrderingResultModel,
 )
 
 # The host of a hook URL as the server takes it (hooks/rules.py, check_url): a name whose
@@ -468,6 +481,25 @@ OPERATIONS: tuple[Operation, ...] = (
         status=202,
         response=DeliveryModel,
         errors=_CHANGE_HOOK,
+    ),
+    Operation(
+        "GET",
+        "/hooks/{hook_id}/ordering",
+        "get_hook_ordering",
+        "Get Hook Ordering",
+        "Ordering",
+        response=HookOrderingResultModel,
+        errors=_ONE_HOOK,
+    ),
+    Operation(
+        "PATCH",
+        "/hooks/{hook_id}/ordering",
+        "set_hook_ordering",
+        "Set Hook Ordering",
+        "Ordering",
+        response=HookOrderingResultModel,
+        errors=_CHANGE_HOOK,
+        body=HookOrderingModel,
     ),
     Operation(
         "POST",

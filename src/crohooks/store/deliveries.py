@@ -42,6 +42,8 @@ _ATTEMPTS = Statement.shared(
            response_headers, response_body
     FROM attempts WHERE delivery_id = :id ORDER BY number, id""",
 )
+
+
 # The id stays the same: receivers deduplicate on it. A keyed delivery waits for its turn
 # in its key (``store/ordering.py``): its settling right after makes it due when it is.
 def _with_due(name: str, sql: str) -> Statement:
