@@ -75,6 +75,23 @@ _RECOVER = _with_due(
       AND event <> 'Ping' AND created_at >= :since AND created_at < :until
     RETURNING ordering_key""",
 )
+# The keys a redeliver or recover is about to change, read first so their locks are taken
+# before the deliveries' rows, in the order every other writer of a key takes them.
+_REDELIVER_KEY = Statement.shared(
+    "log_redeliver_key",
+    """
+    SELECT ordering_key FROM deliveries
+    WHERE tenant_id = :tenant_id AND hook_id = :hook_id AND id = :id
+      AND ordering_key IS NOT NULL""",
+)
+_RECOVER_KEYS = Statement.shared(
+    "log_recover_keys",
+    """
+    SELECT DISTINCT ordering_key FROM deliveries
+    WHERE tenant_id = :tenant_id AND hook_id = :hook_id AND status = 'failed'
+      AND event <> 'Ping' AND created_at >= :since AND created_at < :until
+      AND ordering_key IS NOT NULL""",
+)
 _INSERT_PING = Statement.shared(
     "ping_insert",
     """
@@ -136,7 +153,7 @@ class DeliveryRepository:
             key = rows[0].pop("ordering_key")
             if key is not None:
                 await lock_keys(conn, self._db.dialect, [(hook_id, key)])
-                await settle_keys(conn, [(hook_id, key)], now=now)
+                await settle_keys(conn, self._db.dialect, [(hook_id, key)], now=now, collapse=False)
             conn.announce_work()
         return _delivery(rows[0])
 
@@ -145,15 +162,16 @@ class DeliveryRepository:
     ) -> int:
         """Re-queue the failed event deliveries of a window (pings are not re-sent); keyed
         ones take their turn in their keys, by sequence number."""
-        window = {"since": since, "until": until, "now": now}
+        which = {"tenant_id": tenant_id, "hook_id": hook_id, "since": since, "until": until}
         async with self._db.write() as conn:
-            rows = await conn.fetch(
-                _RECOVER, {"tenant_id": tenant_id, "hook_id": hook_id, **window}
-            )
+            keyed = await conn.fetch(_RECOVER_KEYS, which)
+            locked = {(hook_id, row["ordering_key"]) for row in keyed}
+            await lock_keys(conn, self._db.dialect, locked)
+            rows = await conn.fetch(_RECOVER, {**which, "now": now})
             keys = {(hook_id, row["ordering_key"]) for row in rows if row["ordering_key"]}
-            if keys:
-                await lock_keys(conn, self._db.dialect, keys)
-                await settle_keys(conn, keys, now=now)
+            # A delivery that failed in between: its key is locked now, out of order.
+            await lock_keys(conn, self._db.dialect, keys - locked)
+            await settle_keys(conn, self._db.dialect, keys, now=now, collapse=False)
             if rows:
                 conn.announce_work()
         return len(rows)

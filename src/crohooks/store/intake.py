@@ -110,11 +110,11 @@ class Intake:
                 accepted = [
                     await _accept_one(conn, batch, item, idempotency_window) for item in items
                 ]
-                keys = await _number_keyed(conn, batch) if batch.keyed_rows else []
+                joined = await _number_keyed(conn, batch) if batch.keyed_rows else []
                 await conn.execute_many(_INSERT_EVENT, batch.event_rows)
                 await conn.execute_many(_INSERT_DELIVERY, batch.delivery_rows)
-                if keys:
-                    await settle_keys(conn, keys, now=now)
+                if joined:
+                    await settle_keys(conn, batch.dialect, joined, now=now)
                 if batch.delivery_rows:
                     conn.announce_work()
                 return accepted
@@ -193,15 +193,21 @@ async def _accept_one(
 
 async def _number_keyed(conn: Connection, batch: _Batch) -> list[OrderingKey]:
     """Give the batch's keyed deliveries their sequence numbers, in publish order, and
-    render their bodies; the keys they joined."""
+    render their bodies; the keys that need settling.
+
+    A key seen for the first time with one delivery needs none: that delivery is its head,
+    due now. Any other key may have a head already, or updates to collapse."""
     added: dict[OrderingKey, int] = {}
     for row, _ in batch.keyed_rows:
         key = (row["hook_id"], row["ordering_key"])
         added[key] = added.get(key, 0) + 1
     following = await next_sequences(conn, batch.dialect, added)
+    settling = [key for key, first in following.items() if first > 1 or added[key] > 1]
     for row, data_json in batch.keyed_rows:
         key = (row["hook_id"], row["ordering_key"])
         row["sequence"] = following[key]
+        if row["sequence"] == 1 and added[key] == 1:
+            row["next_attempt_at"] = batch.now
         following[key] += 1
         row["body"] = batch.render_body(
             data_json=data_json,
@@ -214,4 +220,4 @@ async def _number_keyed(conn: Connection, batch: _Batch) -> list[OrderingKey]:
             ordering_key=row["ordering_key"],
             sequence=row["sequence"],
         )
-    return list(added)
+    return settling

@@ -68,33 +68,65 @@ _LOCK_KEYS = Statement(
 
 # Latest-state mode: a waiting delivery with a newer pending one behind it in its key is
 # superseded. The head (attempted or due) is never superseded: it may be on its way.
-_COLLAPSE = Statement.shared(
+# SQLite runs it once per key; PostgreSQL once for all the keys (one round trip).
+_COLLAPSE = Statement(
     "ordering_collapse",
-    """
-    UPDATE deliveries SET status = 'superseded', completed_at = :now, updated_at = :now,
-                          last_message = 'superseded by a newer delivery of its ordering key'
-    WHERE hook_id = :hook_id AND ordering_key = :ordering_key AND status = 'pending'
-      AND next_attempt_at IS NULL
-      AND sequence < (SELECT max(sequence) FROM deliveries
-                      WHERE hook_id = :hook_id AND ordering_key = :ordering_key
-                        AND status = 'pending')
-      AND EXISTS (SELECT 1 FROM hooks WHERE id = :hook_id AND ordering = 'latest')""",
+    sqlite="""
+        UPDATE deliveries SET status = 'superseded', completed_at = :now, updated_at = :now,
+                              last_message = :message
+        WHERE hook_id = :hook_id AND ordering_key = :ordering_key AND status = 'pending'
+          AND ordering_key IS NOT NULL AND next_attempt_at IS NULL
+          AND sequence < (SELECT max(sequence) FROM deliveries
+                          WHERE hook_id = :hook_id AND ordering_key = :ordering_key
+                            AND status = 'pending' AND ordering_key IS NOT NULL)
+          AND EXISTS (SELECT 1 FROM hooks WHERE id = :hook_id AND ordering = 'latest')""",
+    postgresql="""
+        WITH latest AS (
+            SELECT k.hook_id, k.ordering_key,
+                   (SELECT max(n.sequence) FROM deliveries AS n
+                    WHERE n.hook_id = k.hook_id AND n.ordering_key = k.ordering_key
+                      AND n.status = 'pending' AND n.ordering_key IS NOT NULL) AS newest
+            FROM unnest(%(hook_ids)s::bigint[], %(keys)s::text[]) AS k(hook_id, ordering_key)
+            JOIN hooks AS h ON h.id = k.hook_id AND h.ordering = 'latest')
+        UPDATE deliveries AS d
+        SET status = 'superseded', completed_at = %(now)s, updated_at = %(now)s,
+            last_message = %(message)s
+        FROM latest
+        WHERE d.hook_id = latest.hook_id AND d.ordering_key = latest.ordering_key
+          AND d.status = 'pending' AND d.ordering_key IS NOT NULL
+          AND d.next_attempt_at IS NULL AND d.sequence < latest.newest""",
 )
+_SUPERSEDED = "superseded by a newer delivery of its ordering key"
 
 # A key with no head (no pending delivery with a next_attempt_at) gets its oldest pending
 # delivery as the head, due now.
-_PROMOTE = Statement.shared(
+_PROMOTE = Statement(
     "ordering_promote",
-    """
-    UPDATE deliveries SET next_attempt_at = :now, updated_at = :now
-    WHERE id = (SELECT id FROM deliveries
-                WHERE hook_id = :hook_id AND ordering_key = :ordering_key
-                  AND status = 'pending'
-                ORDER BY sequence LIMIT 1)
-      AND next_attempt_at IS NULL
-      AND NOT EXISTS (SELECT 1 FROM deliveries
-                      WHERE hook_id = :hook_id AND ordering_key = :ordering_key
-                        AND status = 'pending' AND next_attempt_at IS NOT NULL)""",
+    sqlite="""
+        UPDATE deliveries SET next_attempt_at = :now, updated_at = :now
+        WHERE id = (SELECT id FROM deliveries
+                    WHERE hook_id = :hook_id AND ordering_key = :ordering_key
+                      AND status = 'pending' AND ordering_key IS NOT NULL
+                    ORDER BY sequence LIMIT 1)
+          AND next_attempt_at IS NULL
+          AND NOT EXISTS (SELECT 1 FROM deliveries
+                          WHERE hook_id = :hook_id AND ordering_key = :ordering_key
+                            AND status = 'pending' AND ordering_key IS NOT NULL
+                            AND next_attempt_at IS NOT NULL)""",
+    postgresql="""
+        WITH heads AS (
+            SELECT (SELECT o.id FROM deliveries AS o
+                    WHERE o.hook_id = k.hook_id AND o.ordering_key = k.ordering_key
+                      AND o.status = 'pending' AND o.ordering_key IS NOT NULL
+                    ORDER BY o.sequence LIMIT 1) AS id
+            FROM unnest(%(hook_ids)s::bigint[], %(keys)s::text[]) AS k(hook_id, ordering_key)
+            WHERE NOT EXISTS (
+                SELECT 1 FROM deliveries AS a
+                WHERE a.hook_id = k.hook_id AND a.ordering_key = k.ordering_key
+                  AND a.status = 'pending' AND a.ordering_key IS NOT NULL
+                  AND a.next_attempt_at IS NOT NULL))
+        UPDATE deliveries AS d SET next_attempt_at = %(now)s, updated_at = %(now)s
+        FROM heads WHERE d.id = heads.id AND d.next_attempt_at IS NULL""",
 )
 
 
@@ -136,12 +168,34 @@ async def lock_keys(conn: Connection, dialect: Dialect, keys: Iterable[OrderingK
         )
 
 
-async def settle_keys(conn: Connection, keys: Iterable[OrderingKey], *, now: datetime) -> None:
-    """After a change to these keys' queues: collapse (latest-state hooks), then give every
-    key without a head its next one. The keys must be locked (``lock_keys``)."""
-    params = [
-        {"hook_id": hook_id, "ordering_key": key, "now": now} for hook_id, key in sorted(set(keys))
-    ]
-    if params:
-        await conn.execute_many(_COLLAPSE, params)
-        await conn.execute_many(_PROMOTE, params)
+async def settle_keys(
+    conn: Connection,
+    dialect: Dialect,
+    keys: Iterable[OrderingKey],
+    *,
+    now: datetime,
+    collapse: bool = True,
+) -> None:
+    """After a change to these keys' queues: collapse (latest-state hooks; ``collapse``
+    only where newer updates may have joined a key), then give every key without a head
+    its next one. The keys must be locked (``lock_keys``)."""
+    pairs = sorted(set(keys))
+    if not pairs:
+        return
+    statements = (_COLLAPSE, _PROMOTE) if collapse else (_PROMOTE,)
+    if dialect == "sqlite":
+        rows = [
+            {"hook_id": hook_id, "ordering_key": key, "now": now, "message": _SUPERSEDED}
+            for hook_id, key in pairs
+        ]
+        for statement in statements:
+            await conn.execute_many(statement, rows)
+        return
+    params = {
+        "hook_ids": [hook_id for hook_id, _ in pairs],
+        "keys": [key for _, key in pairs],
+        "now": now,
+        "message": _SUPERSEDED,
+    }
+    for statement in statements:
+        await conn.execute(statement, params)

@@ -128,10 +128,12 @@ async def record_outcomes(db: Database, outcomes: Sequence[Outcome], *, now: dat
         folded.params()
         for folded in sorted(hook_outcomes(outcomes), key=lambda f: (f.hook_id, f.tenant_id))
     ]
+    # Keys whose head finished: the next delivery of each becomes the head.
     keys = {
         (outcome.delivery.hook_id, outcome.delivery.ordering_key)
         for outcome in outcomes
         if outcome.delivery.ordering_key is not None
+        and outcome.status is not DeliveryStatus.PENDING
     }
     if db.dialect == "postgresql":
         # An attempt's status and message are its delivery's: one array serves both.
@@ -146,13 +148,13 @@ async def record_outcomes(db: Database, outcomes: Sequence[Outcome], *, now: dat
         async with db.write() as conn:
             await lock_keys(conn, db.dialect, keys)
             await conn.execute(_RECORD_BATCH, params)
-            await settle_keys(conn, keys, now=now)
+            await settle_keys(conn, db.dialect, keys, now=now, collapse=False)
         return
     async with db.write() as conn:
         await conn.execute_many(INSERT_ATTEMPT, attempts)
         await conn.execute_many(_RECORD_OUTCOME, [{**row, "now": now} for row in deliveries])
         await conn.execute_many(RECORD_HOOK_OUTCOME, hooks)
-        await settle_keys(conn, keys, now=now)
+        await settle_keys(conn, db.dialect, keys, now=now, collapse=False)
 
 
 def _outcome_row(outcome: Outcome, now: datetime) -> dict[str, Any]:
