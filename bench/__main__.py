@@ -359,6 +359,22 @@ class Runner:
                     empty = await backlog.measure(url, rows=empty_rows)
                 with self._database(dialect, f"claim-full-{dialect}") as url:
                     full = await backlog.measure(url, rows=self.sizes.backlog)
+                with self._database(dialect, f"claim-keyed-{dialect}") as url:
+                    keyed = await backlog.measure(
+                        url, rows=self.sizes.backlog, keys=backlog.ORDERING_KEYS
+                    )
+                keyed_factor = keyed.p50_ms / empty.p50_ms
+                self.rows.append(
+                    Row(
+                        f"4. claim latency, {keyed.rows:,} queued over "
+                        f"{backlog.ORDERING_KEYS:,} ordering keys ({label})",
+                        f"p50 {keyed.p50_ms:.1f} / p99 {keyed.p99_ms:.1f} ms",
+                        f"p50 {empty.p50_ms:.1f} / p99 {empty.p99_ms:.1f} ms",
+                        f"x{keyed_factor:.2f}",
+                        "<= x2",
+                        keyed_factor <= 2.0,
+                    )
+                )
                 factor = full.p50_ms / empty.p50_ms
                 self.rows.append(
                     Row(
