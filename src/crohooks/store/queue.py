@@ -69,6 +69,10 @@ _SERIALIZE_CLAIMS = Statement(
 
 # Claiming moves next_attempt_at to the end of the lease: a worker that dies leaves a
 # delivery that falls due again by itself when the lease ends.
+# Ordered delivery (issue 15) needs nothing of _DUE: a keyed delivery waiting behind the
+# head of its (hook, key) has no next_attempt_at, so no claim reads it, and a leased head
+# keeps one (its lease end), so its key stays blocked (store/ordering.py). The lease only
+# hands back the key, the sequence number and the redelivery mark for the headers.
 _LEASE = Statement(
     "queue_lease",
     sqlite="""
