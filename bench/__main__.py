@@ -50,6 +50,8 @@ class Sizes:
     backlog: int
     latency_rates: tuple[int, ...]
     latency_seconds: float
+    ordered_events: int
+    ordered_hooks: int
 
 
 FULL = Sizes(
@@ -62,6 +64,8 @@ FULL = Sizes(
     backlog=1_000_000,
     latency_rates=(25, 50, 100, 250, 500, 1000),
     latency_seconds=15.0,
+    ordered_events=5000,
+    ordered_hooks=4,
 )
 QUICK = Sizes(
     events=100,
@@ -73,7 +77,14 @@ QUICK = Sizes(
     backlog=20_000,
     latency_rates=(100, 250),
     latency_seconds=3.0,
+    ordered_events=2000,
+    ordered_hooks=2,
 )
+
+
+ORDERING_KEYS = 1000
+ORDERED_PER_HOOK_INFLIGHT = 16
+"""With a few hooks, the default cap (4) would bound both runs alike and hide the keys."""
 
 
 def _fmt(value: float, unit: str = "", digits: int = 0) -> str:
@@ -281,6 +292,58 @@ class Runner:
 
             await self.step(title, run)
 
+    # -- 7. ordered delivery (issue 15) -------------------------------------------------
+
+    async def ordered(self) -> None:
+        """Throughput with 1,000 ordering keys against the same deliveries unkeyed, one
+        right after the other on the same set-up: each (hook, key) has several updates,
+        which must go one at a time."""
+        sizes = self.sizes
+        workdir = self.subdir("ordered")
+        setups = (("SQLite, 1 process", "sqlite", 0), ("PostgreSQL, 1 worker", "postgresql", 1))
+        async with receiver(workdir) as target:
+            for label, dialect, workers in setups:
+                title = f"ordered delivery, {ORDERING_KEYS:,} keys, {label}"
+                if dialect == "postgresql" and self.pg_problem:
+                    self.skipped(title)
+                    continue
+
+                async def run(
+                    label: str = label, dialect: str = dialect, workers: int = workers
+                ) -> None:
+                    figures = {}
+                    for keys in (None, ORDERING_KEYS):
+                        with self._database(dialect, f"ordered-{dialect}-{keys}") as url:
+                            figures[keys] = await delivery.crohooks(
+                                target, workdir, url, events=sizes.ordered_events,
+                                hooks=sizes.ordered_hooks, workers=workers, keys=keys,
+                                per_hook_inflight=ORDERED_PER_HOOK_INFLIGHT,
+                            )  # fmt: skip
+                    unordered, ordered = figures[None], figures[ORDERING_KEYS]
+                    ratio = ordered.per_second / unordered.per_second
+                    self.rows.append(
+                        Row(
+                            f"7. ordered delivery, {ORDERING_KEYS:,} keys, {label}",
+                            f"{ordered.per_second:,.0f}/s",
+                            f"{unordered.per_second:,.0f}/s unordered",
+                            f"ratio {ratio:.2f}",
+                            ">= 0.90",
+                            ratio >= 0.9,
+                        )
+                    )
+                    self.notes.append(
+                        f"ordered {label}: {ordered.deliveries:,} deliveries "
+                        f"({sizes.ordered_events:,} events x {sizes.ordered_hooks} hooks, "
+                        f"{sizes.ordered_events // ORDERING_KEYS} per hook and key) in "
+                        f"{ordered.seconds:.1f} s (intake {ordered.intake_seconds:.1f} s), "
+                        f"unordered in {unordered.seconds:.1f} s "
+                        f"(intake {unordered.intake_seconds:.1f} s); "
+                        f"{ORDERED_PER_HOOK_INFLIGHT} in flight per hook"
+                    )
+                    print(f"  {ordered.per_second:,.0f}/s vs {unordered.per_second:,.0f}/s")
+
+                await self.step(title, run)
+
     # -- 4. backlog --------------------------------------------------------------------
 
     async def backlog(self) -> None:
@@ -296,6 +359,22 @@ class Runner:
                     empty = await backlog.measure(url, rows=empty_rows)
                 with self._database(dialect, f"claim-full-{dialect}") as url:
                     full = await backlog.measure(url, rows=self.sizes.backlog)
+                with self._database(dialect, f"claim-keyed-{dialect}") as url:
+                    keyed = await backlog.measure(
+                        url, rows=self.sizes.backlog, keys=backlog.ORDERING_KEYS
+                    )
+                keyed_factor = keyed.p50_ms / empty.p50_ms
+                self.rows.append(
+                    Row(
+                        f"4. claim latency, {keyed.rows:,} queued over "
+                        f"{backlog.ORDERING_KEYS:,} ordering keys ({label})",
+                        f"p50 {keyed.p50_ms:.1f} / p99 {keyed.p99_ms:.1f} ms",
+                        f"p50 {empty.p50_ms:.1f} / p99 {empty.p99_ms:.1f} ms",
+                        f"x{keyed_factor:.2f}",
+                        "<= x2",
+                        keyed_factor <= 2.0,
+                    )
+                )
                 factor = full.p50_ms / empty.p50_ms
                 self.rows.append(
                     Row(
@@ -362,7 +441,7 @@ def main() -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["delivery", "ping", "api", "backlog", "latency"],
+        choices=["delivery", "ping", "api", "backlog", "latency", "ordered"],
         help="run only these (repeatable)",
     )
     parser.add_argument("--markdown", type=Path, help="also write the results as Markdown")
@@ -389,6 +468,8 @@ def main() -> int:
             await runner.backlog()
         if runner.wanted("latency"):
             await runner.latency()
+        if runner.wanted("ordered"):
+            await runner.ordered()
 
     try:
         uvloop.run(everything())

@@ -5,6 +5,9 @@ on SQLite) and spread over 1,000 hooks, so the per-hook in-flight cap never runs
 then the same claim a worker makes (``DeliveryQueue.claim``, 64 deliveries, default cap)
 is timed ROUNDS times, each claimed batch being marked done between claims (untimed) as
 a worker would. The "empty" queue holds just the deliveries those claims take.
+
+The keyed variant (issue 15) queues the same rows over 10,000 ordering keys: only each
+key's head is due, the rest wait behind it, as ordered delivery keeps them.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from crohooks.store.queue import DeliveryQueue
 from crohooks.store.schema import deliveries
 
 HOOKS = 1000
+ORDERING_KEYS = 10_000
 LIMIT = 64
 ROUNDS = int(__import__("os").environ.get("BENCH_ROUNDS", "30"))
 BODY_BYTES = 100
@@ -56,12 +60,17 @@ FROM {series}
 
 _POSTGRES_SERIES = "generate_series(1, :n) AS i"
 
+# With keys, row i is update (i - 1) // keys + 1 of key (i - 1) % keys, and only each
+# key's first update (its head) has a next_attempt_at: the others wait (store/ordering.py).
 _POSTGRES_DELIVERIES = """
 INSERT INTO deliveries (id, tenant_id, hook_id, event_id, event, body, status, attempts,
-                        next_attempt_at, created_at, updated_at)
+                        next_attempt_at, created_at, updated_at, ordering_key, sequence)
 SELECT lpad(to_hex(i), 8, '0') || '-0000-4000-8000-000000000000', :tenant, 1 + i % :hooks, NULL,
        'Job', repeat('x', :body), 'pending', 0,
-       :start + i * interval '1 microsecond', :start, :start
+       CASE WHEN :keys = 0 OR i - 1 < :keys THEN :start + i * interval '1 microsecond' END,
+       :start, :start,
+       CASE WHEN :keys > 0 THEN 'Job:' || ((i - 1) % :keys) END,
+       CASE WHEN :keys > 0 THEN (i - 1) / :keys + 1 END
 FROM generate_series(1, :n) AS i
 """
 
@@ -73,18 +82,22 @@ _SQLITE_SERIES = (
 _SQLITE_DELIVERIES = """
 WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n)
 INSERT INTO deliveries (id, tenant_id, hook_id, event_id, event, body, status, attempts,
-                        next_attempt_at, created_at, updated_at)
+                        next_attempt_at, created_at, updated_at, ordering_key, sequence)
 SELECT printf('%08x-0000-4000-8000-%012x', :offset + i, i), :tenant, 1 + i % :hooks, NULL,
        'Job', substr(:filler, 1, :body), 'pending', 0,
-       strftime('%Y-%m-%d %H:%M:%S', :start, '+' || (i / 1000) || ' seconds')
-           || printf('.%06d', (i % 1000) * 1000),
-       :start_text, :start_text
+       CASE WHEN :keys = 0 OR i - 1 < :keys THEN
+           strftime('%Y-%m-%d %H:%M:%S', :start, '+' || (i / 1000) || ' seconds')
+           || printf('.%06d', (i % 1000) * 1000) END,
+       :start_text, :start_text,
+       CASE WHEN :keys > 0 THEN 'Job:' || ((i - 1) % :keys) END,
+       CASE WHEN :keys > 0 THEN (i - 1) / :keys + 1 END
 FROM s
 """
 
 
-def _fill(conn: Connection, rows: int, offset: int) -> float:
-    """Insert ``rows`` due deliveries (spread over the hooks, all due a day ago).
+def _fill(conn: Connection, rows: int, offset: int, keys: int = 0) -> float:
+    """Insert ``rows`` due deliveries (spread over the hooks, all due a day ago; with
+    ``keys``, spread over that many ordering keys too, and only each key's head due).
 
     As any bulk load does, the secondary indexes are dropped first and built again after
     (from ``store.schema``, so they are exactly the production ones).
@@ -97,7 +110,14 @@ def _fill(conn: Connection, rows: int, offset: int) -> float:
     if conn.dialect.name == "postgresql":
         conn.execute(
             text(_POSTGRES_DELIVERIES),
-            {"tenant": TENANT, "hooks": HOOKS, "body": BODY_BYTES, "start": naive, "n": rows},
+            {
+                "tenant": TENANT,
+                "hooks": HOOKS,
+                "body": BODY_BYTES,
+                "start": naive,
+                "n": rows,
+                "keys": keys,
+            },
         )
     else:
         stamp = naive.strftime("%Y-%m-%d %H:%M:%S")
@@ -112,6 +132,7 @@ def _fill(conn: Connection, rows: int, offset: int) -> float:
                 "start_text": stamp + ".000000",
                 "n": rows,
                 "offset": offset,
+                "keys": keys,
             },
         )
     for index in deliveries.indexes:
@@ -122,7 +143,7 @@ def _fill(conn: Connection, rows: int, offset: int) -> float:
     return time.perf_counter() - started
 
 
-def _load(database_url: str, rows: int) -> float:
+def _load(database_url: str, rows: int, keys: int = 0) -> float:
     """The hooks and ``rows`` due deliveries, through SQLAlchemy (a fixture, not measured
     code: the schema's own index definitions are rebuilt after the bulk insert)."""
     engine = create_engine(sync_url(database_url))
@@ -134,7 +155,7 @@ def _load(database_url: str, rows: int) -> float:
                 text(_HOOKS_SQL.format(series=series)), {"tenant": TENANT, "now": now, "n": HOOKS}
             )
             conn.commit()
-            return _fill(conn, rows, offset=0)
+            return _fill(conn, rows, offset=0, keys=keys)
     finally:
         engine.dispose()
 
@@ -153,10 +174,11 @@ async def _finish(db: Database, ids: list[str]) -> None:
     await db.write_alone(_FINISH, {"ids": json.dumps(ids) if db.dialect == "sqlite" else ids})
 
 
-async def measure(database_url: str, *, rows: int) -> ClaimFigures:
-    """Claim latency on a fresh database holding ``rows`` due deliveries."""
+async def measure(database_url: str, *, rows: int, keys: int = 0) -> ClaimFigures:
+    """Claim latency on a fresh database holding ``rows`` due deliveries (with ``keys``,
+    spread over that many ordering keys, each key's head due and the rest waiting)."""
     migrate(database_url)
-    insert_seconds = _load(database_url, rows)
+    insert_seconds = _load(database_url, rows, keys)
     db = open_database(database_url)
     try:
         queue = DeliveryQueue(db)

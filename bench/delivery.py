@@ -123,13 +123,20 @@ async def create_hooks(
 
 
 async def _publish(
-    http: aiohttp.ClientSession, base_url: str, headers: dict[str, str], events: int
+    http: aiohttp.ClientSession,
+    base_url: str,
+    headers: dict[str, str],
+    events: int,
+    keys: int | None = None,
 ) -> None:
     for start in range(0, events, BATCH):
-        batch = [
+        batch: list[dict[str, object]] = [
             {"event": "Job", "data": event_data(n)}
             for n in range(start, min(events, start + BATCH))
         ]
+        if keys is not None:
+            for n, event in enumerate(batch, start):
+                event["ordering_key"] = f"Job:{n % keys}"
         async with http.post(
             f"{base_url}/events/batch", json={"events": batch}, headers=headers
         ) as response:
@@ -166,14 +173,17 @@ async def crohooks(
     hooks: int,
     workers: int,
     measure_rss: bool = False,
+    keys: int | None = None,
+    per_hook_inflight: int | None = None,
 ) -> Throughput:
     """Throughput of crohooks itself.
 
     ``workers == 0`` is the one-process set-up (``crohooks serve`` with its in-process
     worker, as with SQLite); otherwise an API without a worker and that many ``crohooks
-    worker`` processes.
+    worker`` processes. With ``keys``, event n carries the ordering key ``Job:{n % keys}``.
     """
-    env = process_env(database_url)
+    settings = {} if per_hook_inflight is None else {"per_hook_inflight": per_hook_inflight}
+    env = process_env(database_url, **settings)
     await run_cli("migrate", env=env, workdir=workdir)
     await receiver.reset()
     headers = {"Authorization": f"Bearer {bench_token(database_url)}", "x-tenant-id": str(TENANT)}
@@ -197,7 +207,7 @@ async def crohooks(
         expected = events * hooks
         started_at = time.perf_counter()
         cpu_before = machine_cpu_seconds()
-        await _publish(http, base_url, headers, events)
+        await _publish(http, base_url, headers, events, keys)
         intake = time.perf_counter() - started_at
         received, unique = await _wait_delivered(receiver, database_url, expected)
         seconds = time.perf_counter() - started_at

@@ -18,6 +18,9 @@ class DeliveryStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SUPERSEDED = "superseded"
+    """Latest-state ordering: a newer delivery of the same (hook, ordering key) replaced it
+    while it waited."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,7 @@ class NewEvent:
     event: str
     data: dict[str, Any]
     idempotency_key: str | None = None
+    ordering_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,11 @@ class ClaimedDelivery:
     """Claimed again after another lease on it ran out (its worker died or stalled)."""
     trace_context: str | None = None
     """The trace its event was published in (a W3C ``traceparent``), when tracing was on."""
+    ordering_key: str | None = None
+    sequence: int | None = None
+    """Its number in its (hook, ordering key), from 1; ``None`` without an ordering key."""
+    redelivered: bool = False
+    """Queued again by a redeliver or recover after it had finished."""
 
 
 @dataclass(frozen=True, slots=True)

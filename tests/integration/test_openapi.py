@@ -118,7 +118,13 @@ async def test_paging_and_filters(client: httpx.AsyncClient) -> None:
     assert hooks["page_index"]["schema"].items() >= {"minimum": 1, "maximum": 10000}.items()
     assert hooks["deleted"]["in"] == "query"
     deliveries = _parameters(document, _operation(document, "GET", "/hooks/{hook_id}/deliveries"))
-    assert deliveries["status"]["schema"]["enum"] == ["pending", "succeeded", "failed", "cancelled"]
+    assert deliveries["status"]["schema"]["enum"] == [
+        "pending",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "superseded",
+    ]
     assert set(_parameters(document, _operation(document, "GET", "/tenants"))) == {
         "page_limit",
         "page_index",
@@ -186,6 +192,9 @@ async def test_real_responses_match_the_document(
     await call("POST", redeliver, f"{detail_path}/redeliver", 409)
     recover = "/hooks/{hook_id}/recover"
     await call("POST", recover, f"{hook_path}/recover", 202, json={"since": "2020-01-01"})
+    ordering = "/hooks/{hook_id}/ordering"
+    await call("PATCH", ordering, f"{hook_path}/ordering", 200, json={"ordering": "latest"})
+    await call("GET", ordering, f"{hook_path}/ordering", 200)
     await call("PATCH", "/hooks/{hook_id}", hook_path, 200, json={"url": receiver.url})
     await call("DELETE", "/hooks/{hook_id}", hook_path, 200)
     await call("DELETE", "/hooks/{hook_id}", hook_path, 409)

@@ -18,7 +18,12 @@ def _accepted(event: AcceptedEvent) -> dict[str, object]:
 
 
 def _new_event(model: PublishEventModel) -> NewEvent:
-    return NewEvent(event=model.event, data=model.data, idempotency_key=model.idempotency_key)
+    return NewEvent(
+        event=model.event,
+        data=model.data,
+        idempotency_key=model.idempotency_key,
+        ordering_key=model.ordering_key,
+    )
 
 
 @router.post("/events")

@@ -121,13 +121,14 @@ class PublishEventModel(_Strict):
     event: PublishableEvent
     data: dict[str, Any]
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    ordering_key: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
 
-    @field_validator("idempotency_key", mode="before")
+    @field_validator("idempotency_key", "ordering_key", mode="before")
     @classmethod
     def _key_not_null(cls, value: Any) -> Any:
         return _not_null(value)
 
-    @field_validator("idempotency_key")
+    @field_validator("idempotency_key", "ordering_key")
     @classmethod
     def _key_storable(cls, value: str | None) -> str | None:
         if value is not None and "\x00" in value:
@@ -137,6 +138,12 @@ class PublishEventModel(_Strict):
 
 class PublishBatchModel(_Strict):
     events: Annotated[list[PublishEventModel], Field(min_length=1, max_length=1000)]
+
+
+class HookOrderingModel(_Strict):
+    """``PATCH /hooks/{hook_id}/ordering``: how the hook's keyed deliveries are ordered."""
+
+    ordering: Literal["all", "latest"]
 
 
 class RecoverModel(_Strict):

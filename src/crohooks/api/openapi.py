@@ -24,6 +24,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from crohooks.api.models import (
     CreateWebhookModel,
     HookEvent,
+    HookOrderingModel,
     PublishBatchModel,
     PublishEventModel,
     RecoverModel,
@@ -193,6 +194,16 @@ class DeliveryDetailModel(DeliveryModel):
     request_body: str
 
 
+class HookOrderingResultModel(_Wire):
+    """How the hook's keyed deliveries are ordered (spec 3.5)."""
+
+    ordering: Literal["all", "latest"] = Field(
+        description="all: every update of an ordering key is delivered, in publish order; "
+        "latest: while a key is blocked, waiting updates that a newer one replaces are "
+        "marked superseded"
+    )
+
+
 class RecoverResultModel(_Wire):
     """The failed deliveries of the window, queued again."""
 
@@ -205,6 +216,7 @@ _REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     PublishEventModel,
     PublishBatchModel,
     RecoverModel,
+    HookOrderingModel,
 )
 _RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     ErrorModel,
@@ -219,6 +231,7 @@ _RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     DeliveryListModel,
     DeliveryDetailModel,
     RecoverResultModel,
+    HookOrderingResultModel,
 )
 
 # The host of a hook URL as the server takes it (hooks/rules.py, check_url): a name whose
@@ -280,6 +293,14 @@ IDEMPOTENCY_KEY_SCHEMA: dict[str, Any] = {
     "description": "the same key within 24 h returns the first event and queues nothing; "
     "no NUL characters",
 }
+ORDERING_KEY_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 256,
+    "pattern": "^[^\\u0000]*$",
+    "description": "deliveries of events with the same key are attempted in publish order, "
+    "per hook, and carry a sequence number (e.g. Job:4711); no NUL characters",
+}
 _EVENTS = {
     "type": "array",
     "items": {"type": "string", "enum": list(HOOK_EVENTS)},
@@ -303,6 +324,7 @@ _REQUEST_FIELDS: dict[str, dict[str, dict[str, Any]]] = {
         "event": {"type": "string", "enum": list(PUBLISHABLE_EVENTS)},
         "data": {"type": "object", "description": "any JSON object, at most 1 MiB"},
         "idempotency_key": IDEMPOTENCY_KEY_SCHEMA,
+        "ordering_key": ORDERING_KEY_SCHEMA,
     },
     "RecoverModel": {
         "since": _TIMESTAMP_IN,
@@ -459,6 +481,25 @@ OPERATIONS: tuple[Operation, ...] = (
         status=202,
         response=DeliveryModel,
         errors=_CHANGE_HOOK,
+    ),
+    Operation(
+        "GET",
+        "/hooks/{hook_id}/ordering",
+        "get_hook_ordering",
+        "Get Hook Ordering",
+        "Ordering",
+        response=HookOrderingResultModel,
+        errors=_ONE_HOOK,
+    ),
+    Operation(
+        "PATCH",
+        "/hooks/{hook_id}/ordering",
+        "set_hook_ordering",
+        "Set Hook Ordering",
+        "Ordering",
+        response=HookOrderingResultModel,
+        errors=_CHANGE_HOOK,
+        body=HookOrderingModel,
     ),
     Operation(
         "POST",

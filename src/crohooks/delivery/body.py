@@ -14,8 +14,11 @@ def render_delivery_body(
     hook_id: int,
     tenant_id: int,
     timestamp: str,
+    ordering_key: str | None = None,
+    sequence: int | None = None,
 ) -> str:
-    """The body of spec 3.1, identical to ``json.dumps(body, sort_keys=True)``.
+    """The body of spec 3.1, identical to ``json.dumps(body, sort_keys=True)``; a keyed
+    delivery also carries its ``ordering_key`` and ``sequence`` (spec 3.5).
 
     ``data_json`` is the publisher's object already rendered with ``sort_keys=True``; it is
     rendered once per event and spliced into each hook's body. The other keys are written
@@ -33,9 +36,21 @@ def render_delivery_body(
         + _json_string(event_id)
         + ', "hook_id": '
         + int.__repr__(hook_id)
+        + _ordering(ordering_key, sequence)
         + ', "tenant_id": '
         + int.__repr__(tenant_id)
         + ', "timestamp": '
         + _json_string(timestamp)
         + "}"
+    )
+
+
+def _ordering(ordering_key: str | None, sequence: int | None) -> str:
+    if ordering_key is None or sequence is None:
+        return ""
+    return (
+        ', "ordering_key": '
+        + _json_string(ordering_key)
+        + ', "sequence": '
+        + int.__repr__(sequence)
     )

@@ -174,6 +174,9 @@ class DeliveryWorker:
 
     async def _attempt(self, delivery: ClaimedDelivery, span: Span | None) -> None:
         sent = tracing.traceparent(span) if span is not None else None
+        extra_headers = ordering_headers(delivery)
+        if sent is not None and self._settings.trace_receivers:
+            extra_headers["traceparent"] = sent
         result = await send_attempt(
             self._client,
             url=delivery.url,
@@ -184,9 +187,7 @@ class DeliveryWorker:
             event=delivery.event,
             hook_id=delivery.hook_id,
             timeout=self._settings.attempt_timeout,
-            extra_headers={"traceparent": sent}
-            if sent is not None and self._settings.trace_receivers
-            else None,
+            extra_headers=extra_headers or None,
         )
         now = utc_now()
         response = result.response
@@ -292,6 +293,16 @@ class DeliveryWorker:
                 await _wait_any(stop, timeout=self._settings.poll_interval)
                 continue
             self._wakeup.set()
+
+
+def ordering_headers(delivery: ClaimedDelivery) -> dict[str, str]:
+    """A keyed delivery's place in its (hook, key) (spec 3.5); none for an unkeyed one."""
+    if delivery.sequence is None:
+        return {}
+    headers = {"X-Cro-Sequence": str(delivery.sequence)}
+    if delivery.redelivered:
+        headers["X-Cro-Redelivery"] = "true"
+    return headers
 
 
 async def _wait_any(*events: asyncio.Event, timeout: float) -> None:  # noqa: ASYNC109

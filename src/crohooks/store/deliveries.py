@@ -8,6 +8,7 @@ from datetime import datetime
 
 from crohooks.model import Attempt, AttemptRecord, Delivery, DeliveryStatus
 from crohooks.store.connector import Database, Row, Statement
+from crohooks.store.ordering import lock_keys, settle_keys
 from crohooks.store.outcomes import INSERT_ATTEMPT, RECORD_HOOK_OUTCOME, HookOutcomes, attempt_row
 
 _COLUMNS = """id, tenant_id, hook_id, event_id, event, body, status, attempts, next_attempt_at,
@@ -41,22 +42,55 @@ _ATTEMPTS = Statement.shared(
            response_headers, response_body
     FROM attempts WHERE delivery_id = :id ORDER BY number, id""",
 )
-# The id stays the same: receivers deduplicate on it.
-_REDELIVER = Statement.shared(
+
+
+# The id stays the same: receivers deduplicate on it. A keyed delivery waits for its turn
+# in its key (``store/ordering.py``): its settling right after makes it due when it is.
+def _with_due(name: str, sql: str) -> Statement:
+    """``{due}`` in ``sql`` is ``:now``, typed on PostgreSQL (inside a CASE it can't infer
+    the type from the column)."""
+    return Statement(
+        name,
+        sqlite=sql.replace("{due}", ":now"),
+        postgresql=Statement.shared(name, sql.replace("{due}", ":now::timestamp")).postgresql,
+    )
+
+
+_REDELIVER = _with_due(
     "log_redeliver",
     f"""
-    UPDATE deliveries SET status = 'pending', next_attempt_at = :now, completed_at = NULL,
-                          updated_at = :now, lease_expires_at = NULL, leased_by = NULL
+    UPDATE deliveries SET status = 'pending', completed_at = NULL, updated_at = :now,
+                          next_attempt_at = CASE WHEN ordering_key IS NULL THEN {{due}} END,
+                          lease_expires_at = NULL, leased_by = NULL, redelivered = true
     WHERE tenant_id = :tenant_id AND hook_id = :hook_id AND id = :id AND status <> 'pending'
-    RETURNING {_COLUMNS}""",  # noqa: S608
+    RETURNING {_COLUMNS}, ordering_key""",  # noqa: S608
 )
-_RECOVER = Statement.shared(
+_RECOVER = _with_due(
     "log_recover",
     """
-    UPDATE deliveries SET status = 'pending', next_attempt_at = :now, completed_at = NULL,
-                          updated_at = :now
+    UPDATE deliveries SET status = 'pending', completed_at = NULL, updated_at = :now,
+                          next_attempt_at = CASE WHEN ordering_key IS NULL THEN {due} END,
+                          redelivered = true
     WHERE tenant_id = :tenant_id AND hook_id = :hook_id AND status = 'failed'
-      AND event <> 'Ping' AND created_at >= :since AND created_at < :until""",
+      AND event <> 'Ping' AND created_at >= :since AND created_at < :until
+    RETURNING ordering_key""",
+)
+# The keys a redeliver or recover is about to change, read first so their locks are taken
+# before the deliveries' rows, in the order every other writer of a key takes them.
+_REDELIVER_KEY = Statement.shared(
+    "log_redeliver_key",
+    """
+    SELECT ordering_key FROM deliveries
+    WHERE tenant_id = :tenant_id AND hook_id = :hook_id AND id = :id
+      AND ordering_key IS NOT NULL""",
+)
+_RECOVER_KEYS = Statement.shared(
+    "log_recover_keys",
+    """
+    SELECT DISTINCT ordering_key FROM deliveries
+    WHERE tenant_id = :tenant_id AND hook_id = :hook_id AND status = 'failed'
+      AND event <> 'Ping' AND created_at >= :since AND created_at < :until
+      AND ordering_key IS NOT NULL""",
 )
 _INSERT_PING = Statement.shared(
     "ping_insert",
@@ -109,26 +143,38 @@ class DeliveryRepository:
     async def redeliver(
         self, tenant_id: int, hook_id: int, delivery_id: str, *, now: datetime
     ) -> Delivery | None:
-        """Make a finished delivery due again now; ``None`` if it is pending or missing."""
+        """Make a finished delivery due again now, or a keyed one as soon as the head of its
+        key has finished; ``None`` if it is pending or missing."""
         which = {"tenant_id": tenant_id, "hook_id": hook_id, "id": delivery_id, "now": now}
         async with self._db.write() as conn:
             rows = await conn.fetch(_REDELIVER, which)
-            if rows:
-                conn.announce_work()
-        return _delivery(rows[0]) if rows else None
+            if not rows:
+                return None
+            key = rows[0].pop("ordering_key")
+            if key is not None:
+                await lock_keys(conn, self._db.dialect, [(hook_id, key)])
+                await settle_keys(conn, self._db.dialect, [(hook_id, key)], now=now, collapse=False)
+            conn.announce_work()
+        return _delivery(rows[0])
 
     async def recover(
         self, tenant_id: int, hook_id: int, *, since: datetime, until: datetime, now: datetime
     ) -> int:
-        """Re-queue the failed event deliveries of a window (pings are not re-sent)."""
-        window = {"since": since, "until": until, "now": now}
+        """Re-queue the failed event deliveries of a window (pings are not re-sent); keyed
+        ones take their turn in their keys, by sequence number."""
+        which = {"tenant_id": tenant_id, "hook_id": hook_id, "since": since, "until": until}
         async with self._db.write() as conn:
-            count = await conn.execute(
-                _RECOVER, {"tenant_id": tenant_id, "hook_id": hook_id, **window}
-            )
-            if count:
+            keyed = await conn.fetch(_RECOVER_KEYS, which)
+            locked = {(hook_id, row["ordering_key"]) for row in keyed}
+            await lock_keys(conn, self._db.dialect, locked)
+            rows = await conn.fetch(_RECOVER, {**which, "now": now})
+            keys = {(hook_id, row["ordering_key"]) for row in rows if row["ordering_key"]}
+            # A delivery that failed in between: its key is locked now, out of order.
+            await lock_keys(conn, self._db.dialect, keys - locked)
+            await settle_keys(conn, self._db.dialect, keys, now=now, collapse=False)
+            if rows:
                 conn.announce_work()
-        return count
+        return len(rows)
 
     async def record_ping(
         self,

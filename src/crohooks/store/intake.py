@@ -12,8 +12,9 @@ from typing import Any, Protocol
 from crohooks.clock import to_cro
 from crohooks.errors import DuplicateKey
 from crohooks.model import AcceptedEvent, Hook, NewEvent
-from crohooks.store.connector import Connection, Database, Statement
+from crohooks.store.connector import Connection, Database, Dialect, Statement
 from crohooks.store.hooks import HookRepository
+from crohooks.store.ordering import OrderingKey, next_sequences, settle_keys
 
 _EARLIER_EVENT = Statement.shared(
     "intake_earlier_event",
@@ -34,9 +35,10 @@ _INSERT_DELIVERY = Statement.shared(
     "intake_insert_delivery",
     """
     INSERT INTO deliveries (id, tenant_id, hook_id, event_id, event, body, status, attempts,
-                            next_attempt_at, created_at, updated_at, trace_context)
+                            next_attempt_at, created_at, updated_at, trace_context,
+                            ordering_key, sequence)
     VALUES (:id, :tenant_id, :hook_id, :event_id, :event, :body, 'pending', 0,
-            :now, :now, :now, :trace_context)""",
+            :next_attempt_at, :now, :now, :trace_context, :ordering_key, :sequence)""",
 )
 
 
@@ -54,6 +56,8 @@ class BodyRenderer(Protocol):
         hook_id: int,
         tenant_id: int,
         timestamp: str,
+        ordering_key: str | None = None,
+        sequence: int | None = None,
     ) -> str: ...
 
 
@@ -62,6 +66,7 @@ class _Batch:
     """The rows of one accepted batch, written together when the batch is complete."""
 
     tenant_id: int
+    dialect: Dialect
     now: datetime
     timestamp: str
     render_body: BodyRenderer
@@ -71,6 +76,9 @@ class _Batch:
     keys: dict[str, AcceptedEvent] = field(default_factory=dict)
     event_rows: list[dict[str, Any]] = field(default_factory=list)
     delivery_rows: list[dict[str, Any]] = field(default_factory=list)
+    keyed_rows: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    """The rows of keyed deliveries, with their event's data: their bodies are rendered
+    once their sequence numbers are known."""
 
 
 class Intake:
@@ -94,14 +102,19 @@ class Intake:
         """
         timestamp = to_cro(now)
         assert timestamp is not None
-        batch = _Batch(tenant_id, now, timestamp, self._render_body, trace_context)
+        batch = _Batch(
+            tenant_id, self._db.dialect, now, timestamp, self._render_body, trace_context
+        )
         try:
             async with self._db.write() as conn:
                 accepted = [
                     await _accept_one(conn, batch, item, idempotency_window) for item in items
                 ]
+                joined = await _number_keyed(conn, batch) if batch.keyed_rows else []
                 await conn.execute_many(_INSERT_EVENT, batch.event_rows)
                 await conn.execute_many(_INSERT_DELIVERY, batch.delivery_rows)
+                if joined:
+                    await settle_keys(conn, batch.dialect, joined, now=now)
                 if batch.delivery_rows:
                     conn.announce_work()
                 return accepted
@@ -144,27 +157,67 @@ async def _accept_one(
     )
     for hook in subscribed:
         delivery_id = str(uuid.uuid4())
-        batch.delivery_rows.append(
-            {
-                "id": delivery_id,
-                "tenant_id": tenant_id,
-                "hook_id": hook.id,
-                "event_id": event_id,
-                "event": item.event,
-                "body": batch.render_body(
-                    data_json=data_json,
-                    delivery_id=delivery_id,
-                    event=item.event,
-                    event_id=event_id,
-                    hook_id=hook.id,
-                    tenant_id=tenant_id,
-                    timestamp=batch.timestamp,
-                ),
-                "now": now,
-                "trace_context": batch.trace_context,
-            }
-        )
+        row: dict[str, Any] = {
+            "id": delivery_id,
+            "tenant_id": tenant_id,
+            "hook_id": hook.id,
+            "event_id": event_id,
+            "event": item.event,
+            "body": "",
+            "now": now,
+            "next_attempt_at": now,
+            "trace_context": batch.trace_context,
+            "ordering_key": item.ordering_key,
+            "sequence": None,
+        }
+        if item.ordering_key is None:
+            row["body"] = batch.render_body(
+                data_json=data_json,
+                delivery_id=delivery_id,
+                event=item.event,
+                event_id=event_id,
+                hook_id=hook.id,
+                tenant_id=tenant_id,
+                timestamp=batch.timestamp,
+            )
+        else:
+            # It waits until settling makes it the head of its key (``store/ordering.py``).
+            row["next_attempt_at"] = None
+            batch.keyed_rows.append((row, data_json))
+        batch.delivery_rows.append(row)
     accepted = AcceptedEvent(event_id, len(subscribed), duplicate=False)
     if key is not None:
         batch.keys[key] = accepted
     return accepted
+
+
+async def _number_keyed(conn: Connection, batch: _Batch) -> list[OrderingKey]:
+    """Give the batch's keyed deliveries their sequence numbers, in publish order, and
+    render their bodies; the keys that need settling.
+
+    A key seen for the first time with one delivery needs none: that delivery is its head,
+    due now. Any other key may have a head already, or updates to collapse."""
+    added: dict[OrderingKey, int] = {}
+    for row, _ in batch.keyed_rows:
+        key = (row["hook_id"], row["ordering_key"])
+        added[key] = added.get(key, 0) + 1
+    following = await next_sequences(conn, batch.dialect, added)
+    settling = [key for key, first in following.items() if first > 1 or added[key] > 1]
+    for row, data_json in batch.keyed_rows:
+        key = (row["hook_id"], row["ordering_key"])
+        row["sequence"] = following[key]
+        if row["sequence"] == 1 and added[key] == 1:
+            row["next_attempt_at"] = batch.now
+        following[key] += 1
+        row["body"] = batch.render_body(
+            data_json=data_json,
+            delivery_id=row["id"],
+            event=row["event"],
+            event_id=row["event_id"],
+            hook_id=row["hook_id"],
+            tenant_id=batch.tenant_id,
+            timestamp=batch.timestamp,
+            ordering_key=row["ordering_key"],
+            sequence=row["sequence"],
+        )
+    return settling

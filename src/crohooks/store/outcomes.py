@@ -22,6 +22,7 @@ from typing import Any
 
 from crohooks.model import AttemptRecord, DeliveryStatus, Outcome
 from crohooks.store.connector import Database, Statement
+from crohooks.store.ordering import lock_keys, settle_keys
 
 INSERT_ATTEMPT = Statement.shared(
     "attempt_insert",
@@ -111,7 +112,10 @@ _RECORD_BATCH = Statement(
 async def record_outcomes(db: Database, outcomes: Sequence[Outcome], *, now: datetime) -> None:
     """Write a batch of attempt outcomes, all or nothing: the attempt rows, the fenced
     delivery updates and one update per hook (``hook_outcomes`` folds the batch, in
-    order). An outcome whose lease was lost updates no delivery; its attempt is logged."""
+    order). An outcome whose lease was lost updates no delivery; its attempt is logged.
+
+    Outcomes of keyed deliveries settle their keys in the same transaction: a head that
+    finished hands over to the next delivery of its key (``store/ordering.py``)."""
     if not outcomes:
         return
     attempts = [
@@ -124,17 +128,33 @@ async def record_outcomes(db: Database, outcomes: Sequence[Outcome], *, now: dat
         folded.params()
         for folded in sorted(hook_outcomes(outcomes), key=lambda f: (f.hook_id, f.tenant_id))
     ]
+    # Keys whose head finished: the next delivery of each becomes the head.
+    keys = {
+        (outcome.delivery.hook_id, outcome.delivery.ordering_key)
+        for outcome in outcomes
+        if outcome.delivery.ordering_key is not None
+        and outcome.status is not DeliveryStatus.PENDING
+    }
     if db.dialect == "postgresql":
         # An attempt's status and message are its delivery's: one array serves both.
         params: dict[str, Any] = {"now": now}
         for rows in (attempts, deliveries, hooks):
             params.update({name: [row[name] for row in rows] for name in rows[0]})
-        await db.write_alone(_RECORD_BATCH, params)
+        if not keys:
+            await db.write_alone(_RECORD_BATCH, params)
+            return
+        # Keyed: lock the keys before the outcomes, settle them in a later statement
+        # (its snapshot sees what the lock's previous holder committed).
+        async with db.write() as conn:
+            await lock_keys(conn, db.dialect, keys)
+            await conn.execute(_RECORD_BATCH, params)
+            await settle_keys(conn, db.dialect, keys, now=now, collapse=False)
         return
     async with db.write() as conn:
         await conn.execute_many(INSERT_ATTEMPT, attempts)
         await conn.execute_many(_RECORD_OUTCOME, [{**row, "now": now} for row in deliveries])
         await conn.execute_many(RECORD_HOOK_OUTCOME, hooks)
+        await settle_keys(conn, db.dialect, keys, now=now, collapse=False)
 
 
 def _outcome_row(outcome: Outcome, now: datetime) -> dict[str, Any]:

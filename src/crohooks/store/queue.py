@@ -69,18 +69,24 @@ _SERIALIZE_CLAIMS = Statement(
 
 # Claiming moves next_attempt_at to the end of the lease: a worker that dies leaves a
 # delivery that falls due again by itself when the lease ends.
+# Ordered delivery (issue 15) needs nothing of _DUE: a keyed delivery waiting behind the
+# head of its (hook, key) has no next_attempt_at, so no claim reads it, and a leased head
+# keeps one (its lease end), so its key stays blocked (store/ordering.py). The lease only
+# hands back the key, the sequence number and the redelivery mark for the headers.
 _LEASE = Statement(
     "queue_lease",
     sqlite="""
         UPDATE deliveries SET leased_by = :worker, lease_expires_at = :expires,
                               next_attempt_at = :expires, updated_at = :now
         WHERE id IN (SELECT value FROM json_each(:ids))
-        RETURNING id, body, deferrals, created_at, trace_context""",
+        RETURNING id, body, deferrals, created_at, trace_context, ordering_key, sequence,
+                  redelivered""",
     postgresql="""
         UPDATE deliveries SET leased_by = %(worker)s, lease_expires_at = %(expires)s,
                               next_attempt_at = %(expires)s, updated_at = %(now)s
         WHERE id = ANY(%(ids)s::text[])
-        RETURNING id, body, deferrals, created_at, trace_context""",
+        RETURNING id, body, deferrals, created_at, trace_context, ordering_key, sequence,
+                  redelivered""",
 )
 
 _CANCEL_PENDING = Statement.shared(
@@ -212,4 +218,7 @@ def _claimed(
         lease_expires_at=expires,
         reclaimed=row["leased_by"] is not None,
         trace_context=leased["trace_context"],
+        ordering_key=leased["ordering_key"],
+        sequence=leased["sequence"],
+        redelivered=bool(leased["redelivered"]),
     )

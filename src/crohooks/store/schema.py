@@ -114,6 +114,8 @@ hooks = Table(
     Column("last_http_success", UTCDateTime),
     Column("last_http_fail", UTCDateTime),
     Column("failing_since", UTCDateTime),
+    # ``all`` or ``latest`` (migration 0008): see ``store/ordering.py``.
+    Column("ordering", String(8), nullable=False, server_default=text("'all'")),
     Index("ix_hooks_tenant_id", "tenant_id", "id"),
     Index(
         "uq_hooks_active_url",
@@ -180,6 +182,11 @@ deliveries = Table(
     Column("completed_at", UTCDateTime),
     Column("last_http_status", Integer),
     Column("last_message", Text),
+    # Ordered delivery (migration 0008): the event's ordering key, this delivery's number in
+    # its (hook, key), and whether a redeliver or recover re-queued it.
+    Column("ordering_key", String(256)),
+    Column("sequence", Id),
+    Column("redelivered", Boolean, nullable=False, server_default=text("false")),
     # The queue: due first attempts and due retries are claimed side by side (fairness), and
     # the in-flight count per hook reads the small set of leased rows.
     Index(
@@ -199,6 +206,16 @@ deliveries = Table(
         "hook_id",
         sqlite_where=text("status = 'pending' AND lease_expires_at IS NOT NULL"),
         postgresql_where=text("status = 'pending' AND lease_expires_at IS NOT NULL"),
+    ),
+    # The pending deliveries of each (hook, ordering key), oldest first: the head and the
+    # deliveries waiting behind it (``store/ordering.py``).
+    Index(
+        "ix_deliveries_ordering",
+        "hook_id",
+        "ordering_key",
+        "sequence",
+        sqlite_where=text("status = 'pending' AND ordering_key IS NOT NULL"),
+        postgresql_where=text("status = 'pending' AND ordering_key IS NOT NULL"),
     ),
     Index("ix_deliveries_hook", "hook_id", "created_at"),
     Index("ix_deliveries_created_at", "created_at"),
@@ -220,6 +237,16 @@ attempts = Table(
     Index("ix_attempts_delivery", "delivery_id", "number"),
     sqlite_autoincrement=True,
 )
+
+ordering_keys = Table(
+    "ordering_keys",
+    metadata,
+    Column("hook_id", Id, primary_key=True, autoincrement=False),
+    Column("ordering_key", String(256), primary_key=True),
+    Column("last_sequence", BigInteger, nullable=False),
+)
+"""The last sequence number given out per (hook, ordering key). Its row is also the lock
+that serialises the changes to that key's queue on PostgreSQL (``store/ordering.py``)."""
 
 rate_limits = Table(
     "rate_limits",
