@@ -6,7 +6,8 @@ nothing of crohooks, so any room may use it without depending on another.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -63,6 +64,52 @@ class Hook:
 
 
 @dataclass(frozen=True, slots=True)
+class ReceiverAuth:
+    """How a hook's receiver wants crohooks to authenticate: HTTP basic or a bearer token."""
+
+    scheme: str
+    """``basic`` or ``bearer``."""
+    credential: str
+    """The password (basic) or the token (bearer): a secret, never shown or logged."""
+    username: str | None = None
+
+    def header(self) -> str:
+        """The ``Authorization`` value sent with every request to the hook."""
+        if self.scheme == "basic":
+            raw = f"{self.username or ''}:{self.credential}".encode()
+            return "Basic " + base64.b64encode(raw).decode("ascii")
+        return f"Bearer {self.credential}"
+
+
+@dataclass(frozen=True, slots=True)
+class HookSettings:
+    """crohooks' own controls of one hook (beyond CRO's model): what it is sent and when."""
+
+    hook_id: int
+    tenant_id: int
+    deleted_at: datetime | None
+    headers: Mapping[str, str]
+    """Static headers sent with every request; every value is treated as a credential."""
+    auth: ReceiverAuth | None
+    max_in_flight: int | None
+    """This hook's cap on requests in flight; ``None``: the server's ``per_hook_inflight``."""
+    disabled_at: datetime | None
+    disabled_reason: str | None
+    disabled_by: str | None
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    def outbound_headers(self) -> dict[str, str]:
+        """The headers this hook adds to each request it is sent (auth included)."""
+        headers = dict(self.headers)
+        if self.auth is not None:
+            headers["Authorization"] = self.auth.header()
+        return headers
+
+
+@dataclass(frozen=True, slots=True)
 class NewEvent:
     event: str
     data: dict[str, Any]
@@ -96,6 +143,8 @@ class ClaimedDelivery:
     """Claimed again after another lease on it ran out (its worker died or stalled)."""
     trace_context: str | None = None
     """The trace its event was published in (a W3C ``traceparent``), when tracing was on."""
+    receiver_headers: Mapping[str, str] = field(default_factory=dict)
+    """The hook's own headers and receiver auth (``HookSettings.outbound_headers``)."""
 
 
 @dataclass(frozen=True, slots=True)

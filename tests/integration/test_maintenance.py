@@ -7,7 +7,7 @@ from datetime import timedelta
 from crohooks.clock import utc_now
 from crohooks.delivery.body import render_delivery_body
 from crohooks.delivery.worker import DeliveryWorker
-from crohooks.model import NewEvent
+from crohooks.model import ClaimPolicy, NewEvent
 from crohooks.services import Services
 from crohooks.store.connector import Statement
 from crohooks.store.hooks import HookRepository
@@ -29,7 +29,9 @@ def _worker(services: Services) -> DeliveryWorker:
     )
 
 
-async def test_a_hook_failing_for_days_is_deactivated(database_url: str) -> None:
+async def test_a_hook_failing_for_days_is_disabled_not_deleted(database_url: str) -> None:
+    """Auto-deactivation disables: the hook stays, with reason and time shown, its queued
+    delivery waits instead of being cancelled, and ``enable`` revives it."""
     services = Services.build(make_settings(database_url, auto_deactivate_after_seconds=86400))
     try:
         now = utc_now()
@@ -58,15 +60,35 @@ async def test_a_hook_failing_for_days_is_deactivated(database_url: str) -> None
         )
         await _worker(services).maintain()
 
-        assert (await services.hooks.get(34, failing.id)).is_deleted
-        assert not (await services.hooks.get(34, recovering.id)).is_deleted
-        assert not (await services.hooks.get(34, fresh.id)).is_deleted
+        assert not (await services.hooks.get(34, failing.id)).is_deleted
+        disabled = await services.hook_settings.get(34, failing.id)
+        assert disabled.disabled_at is not None
+        assert disabled.disabled_by == "crohooks"
+        assert disabled.disabled_reason == "auto-disabled: no success for 1 day, 0:00:00"
+        for other in (recovering, fresh):
+            assert (await services.hook_settings.get(34, other.id)).disabled_at is None
         rows = await services.db.fetch(STATUS_BY_HOOK)
         by_hook = {row["hook_id"]: row["status"] for row in rows}
-        assert by_hook[failing.id] == "cancelled"
-        assert by_hook[fresh.id] == "pending"
+        assert by_hook == {failing.id: "pending", recovering.id: "pending", fresh.id: "pending"}
+        claimed = await services.queue.claim(_policy(), now=utc_now())
+        assert sorted(d.hook_id for d in claimed) == [recovering.id, fresh.id]
+
+        enabled = await services.hook_settings.enable(34, failing.id)
+        assert (enabled.disabled_at, enabled.disabled_reason, enabled.disabled_by) == (
+            None,
+            None,
+            None,
+        )
+        await _worker(services).maintain()
+        assert (await services.hook_settings.get(34, failing.id)).disabled_at is None
+        [revived] = await services.queue.claim(_policy(), now=utc_now())
+        assert revived.hook_id == failing.id
     finally:
         await services.aclose()
+
+
+def _policy() -> ClaimPolicy:
+    return ClaimPolicy(limit=10, per_hook_cap=4, lease=timedelta(minutes=1), worker_id="t")
 
 
 async def test_old_finished_deliveries_are_purged(database_url: str) -> None:

@@ -187,6 +187,7 @@ class DeliveryWorker:
             extra_headers={"traceparent": sent}
             if sent is not None and self._settings.trace_receivers
             else None,
+            receiver_headers=delivery.receiver_headers,
         )
         now = utc_now()
         response = result.response
@@ -266,19 +267,20 @@ class DeliveryWorker:
             await _wait_any(stop, timeout=MAINTENANCE_INTERVAL)
 
     async def maintain(self) -> None:
-        """Auto-deactivate hooks failing for too long; purge old deliveries in small batches."""
+        """Auto-disable hooks failing for too long; purge old deliveries in small batches."""
         now = utc_now()
         failing_for = timedelta(seconds=self._settings.auto_deactivate_after_seconds)
         for hook_id, tenant_id in await self._housekeeping.deactivate_failing_hooks(
             failing_for=failing_for, now=now
         ):
             log.warning(
-                "hook auto-deactivated",
+                "hook auto-disabled",
                 hook_id=hook_id,
                 tenant_id=tenant_id,
                 reason=f"every delivery failed for {failing_for}",
             )
         cutoff = now - timedelta(days=self._settings.retention_days)
+        await self._housekeeping.expire_held(older_than=cutoff, now=now)
         for _ in range(PURGE_BATCHES_PER_ROUND):
             if await self._housekeeping.purge(older_than=cutoff) == 0:
                 break

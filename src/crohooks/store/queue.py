@@ -15,6 +15,7 @@ from typing import Any
 
 from crohooks.model import ClaimedDelivery, ClaimPolicy, Outcome
 from crohooks.store.connector import Connection, Database, Row, Statement
+from crohooks.store.hook_settings import outbound_headers
 from crohooks.store.outcomes import record_outcomes
 
 # Due deliveries, oldest first, each with its hook and the number of its deliveries
@@ -34,20 +35,28 @@ _DUE_SQL = """
         SELECT hook_id, count(*) AS leased FROM deliveries
         WHERE status = 'pending' AND lease_expires_at IS NOT NULL AND lease_expires_at > :now
         GROUP BY hook_id),
+    -- Hook controls (settings): a disabled hook's deliveries wait in the queue, and a hook's
+    -- own max_in_flight replaces the server's cap. Both are held out of the scan.
+    held AS MATERIALIZED (
+        SELECT id AS hook_id FROM hooks WHERE disabled_at IS NOT NULL
+        UNION ALL
+        SELECT f.hook_id FROM in_flight AS f JOIN hooks AS fh ON fh.id = f.hook_id
+        WHERE f.leased >= COALESCE(fh.max_in_flight, :cap)),
     first AS (
         SELECT id, tenant_id, hook_id, event, attempts, leased_by, next_attempt_at
         FROM deliveries
         WHERE status = 'pending' AND attempts = 0 AND next_attempt_at <= :now
-          AND hook_id NOT IN (SELECT hook_id FROM in_flight WHERE leased >= :cap)
+          AND hook_id NOT IN (SELECT hook_id FROM held)
         ORDER BY next_attempt_at LIMIT :limit {lock}),
     retries AS (
         SELECT id, tenant_id, hook_id, event, attempts, leased_by, next_attempt_at
         FROM deliveries
         WHERE status = 'pending' AND attempts > 0 AND next_attempt_at <= :now
-          AND hook_id NOT IN (SELECT hook_id FROM in_flight WHERE leased >= :cap)
+          AND hook_id NOT IN (SELECT hook_id FROM held)
         ORDER BY next_attempt_at LIMIT :limit {lock})
     SELECT d.id, d.tenant_id, d.hook_id, d.event, d.attempts, d.leased_by,
            h.url, h.secret, h.previous_secret, h.previous_secret_until, h.deleted_at,
+           h.headers, h.auth, h.max_in_flight,
            COALESCE(f.leased, 0) AS leased
     FROM (SELECT * FROM first UNION ALL SELECT * FROM retries) AS d
     JOIN hooks AS h ON h.id = d.hook_id
@@ -108,8 +117,9 @@ class DeliveryQueue:
         """Lease up to ``policy.limit`` due deliveries.
 
         First attempts and retries are read side by side so a backlog of retries can't
-        starve fresh events, and no hook gets more than ``per_hook_cap`` deliveries in
-        flight across all workers. Claims are serialised (SQLite's BEGIN IMMEDIATE, a
+        starve fresh events, and no hook gets more than ``per_hook_cap`` deliveries (or its
+        own ``max_in_flight``) in flight across all workers; a disabled hook's deliveries
+        are not claimed, they wait. Claims are serialised (SQLite's BEGIN IMMEDIATE, a
         transaction-scoped advisory lock on PostgreSQL): counting a hook's leases and
         adding to them must not interleave with another worker doing the same, or both
         would see room under the cap and fill it twice.
@@ -183,7 +193,8 @@ def _choose(
         if row["deleted_at"] is not None:
             deleted.add(hook_id)
             continue
-        if in_flight.get(hook_id, 0) + taken[hook_id] >= policy.per_hook_cap:
+        cap = row["max_in_flight"] or policy.per_hook_cap  # the hook's own, if set
+        if in_flight.get(hook_id, 0) + taken[hook_id] >= cap:
             continue
         taken[hook_id] += 1
         chosen.append(row)
@@ -212,4 +223,5 @@ def _claimed(
         lease_expires_at=expires,
         reclaimed=row["leased_by"] is not None,
         trace_context=leased["trace_context"],
+        receiver_headers=outbound_headers(row["headers"], row["auth"]),
     )

@@ -114,7 +114,21 @@ hooks = Table(
     Column("last_http_success", UTCDateTime),
     Column("last_http_fail", UTCDateTime),
     Column("failing_since", UTCDateTime),
+    # crohooks' own settings of a hook (migration 0007): GET/PATCH /hooks/{id}/settings.
+    Column("disabled_at", UTCDateTime),
+    Column("disabled_reason", String(200)),
+    Column("disabled_by", String(255)),
+    Column("headers", Text),
+    Column("auth", Text),
+    Column("max_in_flight", Integer),
     Index("ix_hooks_tenant_id", "tenant_id", "id"),
+    # The claim passes over disabled hooks: this index holds only them.
+    Index(
+        "ix_hooks_disabled",
+        "id",
+        sqlite_where=text("disabled_at IS NOT NULL"),
+        postgresql_where=text("disabled_at IS NOT NULL"),
+    ),
     Index(
         "uq_hooks_active_url",
         "tenant_id",
