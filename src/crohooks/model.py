@@ -93,6 +93,9 @@ class HookSettings:
     auth: ReceiverAuth | None
     max_in_flight: int | None
     """This hook's cap on requests in flight; ``None``: the server's ``per_hook_inflight``."""
+    filter: str | None
+    """A CEL expression over ``event`` and ``data``: the events it is false for are not
+    queued for this hook at all."""
     disabled_at: datetime | None
     disabled_reason: str | None
     disabled_by: str | None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from crohooks.admission import Admission, DatabaseAdmission, LocalAdmission
 from crohooks.auth.verifier import TokenVerifier, build_verifier
 from crohooks.delivery.body import render_delivery_body
-from crohooks.delivery.intake import EventIntake
+from crohooks.delivery.intake import EventIntake, judge_event
 from crohooks.delivery.log import DeliveryLog
 from crohooks.delivery.outbound import OutboundClient
 from crohooks.hooks.ping import PingService
@@ -77,7 +77,7 @@ class Services:
             ping=PingService(
                 hooks, hook_settings, deliveries, outbound, timeout=settings.ping_timeout
             ),
-            intake=EventIntake(Intake(db, render_delivery_body)),
+            intake=EventIntake(Intake(db, render_delivery_body, judge_event)),
             delivery_log=DeliveryLog(hooks, deliveries),
             rate_limiter=rate_limiter,
             admission=admission,

@@ -1,20 +1,25 @@
 """Hook controls (issue 14): the settings resource, disable and enable, static headers and
-receiver auth, the per-hook in-flight cap; real databases, a real worker, real receivers."""
+receiver auth, the per-hook in-flight cap, payload filters; real databases, a real worker,
+real receivers."""
 
 from __future__ import annotations
 
 import base64
 import itertools
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
+from crohooks.store.connector import Statement
 from tests.integration.test_delivery import (
     Env,
     delivery_statuses,
     make_hook,
+    publish,
     running,
     wait_until,
 )
@@ -24,7 +29,6 @@ Auth = Callable[..., dict[str, str]]
 API_KEY = "key-3f9c2a7e51b84d06a1c9"
 PASSWORD = "pw-8d41e0b7c3a94f25"
 TOKEN = "tok-c0ffee5eed1234567890"
-CREDENTIALS = (API_KEY, PASSWORD, TOKEN)
 
 
 async def settings_of(env: Env, auth: Auth, hook_id: int) -> dict[str, Any]:
@@ -100,6 +104,7 @@ async def test_disable_records_who_and_why_and_leaves_the_cro_model_alone(
             "disabled_at": None,
             "disabled_by": None,
             "disabled_reason": None,
+            "filter": None,
             "headers": {},
             "hook_id": hook,
             "max_in_flight": None,
@@ -306,3 +311,105 @@ async def test_max_in_flight_one_sends_one_request_at_a_time(database_url: str, 
         arrivals = [request.received_at for request in more[4:]]
         gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
         assert min(gaps) < 0.1, gaps  # back to the server's cap: requests overlap
+
+
+# -- payload filters --------------------------------------------------------------------------
+
+COUNT_BY_HOOK = Statement.shared(
+    "count_by_hook", "SELECT hook_id, count(*) AS total FROM deliveries GROUP BY hook_id"
+)
+STATUSES = ("Completed", "Pending", "Cancelled", "InProgress")
+
+
+async def test_a_filter_queues_exactly_the_matching_events(database_url: str, auth: Auth) -> None:
+    """1,000 mixed ``Job`` events: the filtering hook gets a delivery for each completed one
+    and no other; the hook without a filter gets all of them."""
+    async with running(database_url) as env:
+        filtered = await make_hook(env, auth, "https://filtered.example/", ["Job"])
+        everything = await make_hook(env, auth, "https://everything.example/", ["Job"])
+        await env.services.hook_settings.disable(34, filtered, reason="count only", by="t")
+        await env.services.hook_settings.disable(34, everything, reason="count only", by="t")
+        patched = await patch_settings(
+            env, auth, filtered, {"filter": 'data.status == "Completed"'}
+        )
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["filter"] == 'data.status == "Completed"'
+
+        events: list[dict[str, Any]] = [
+            {"event": "Job", "data": {"job": n, "status": STATUSES[(n * 7) % 4]}}
+            for n in range(1000)
+        ]
+        events[3]["data"] = {"job": 3}  # no status at all: not Completed, an evaluation error
+        response = await env.client.post(
+            "/events/batch", json={"events": events}, headers=auth(roles=["System"])
+        )
+        assert response.status_code == 202, response.text
+        completed = [e for e in events if e["data"].get("status") == "Completed"]
+        counts = {
+            row["hook_id"]: row["total"] for row in await env.services.db.fetch(COUNT_BY_HOOK)
+        }
+        # The event without a status makes the filter fail: it is delivered (fail open).
+        assert counts == {filtered: len(completed) + 1, everything: 1000}
+        hook_counts = [result["hook_count"] for result in response.json()["results"]]
+        assert sum(hook_counts) == len(completed) + 1 + 1000
+
+
+async def test_a_failing_filter_delivers_and_says_so(database_url: str, auth: Auth) -> None:
+    async with Receiver() as receiver, running(database_url) as env:
+        hook = await make_hook(env, auth, receiver.url, ["Job"])
+        await patch_settings(env, auth, hook, {"filter": "data.n > 3"})
+        with capture_logs() as logs:
+            published = [await publish(env, auth, "Job", {"n": n}) for n in (1, 5, "five")]
+        assert [p["hook_count"] for p in published] == [0, 1, 1]
+        received = await receiver.wait_for_requests(2)
+        assert sorted(str(json.loads(r.body)["data"]["n"]) for r in received) == ["5", "five"]
+        [failed] = [entry for entry in logs if entry["event"].startswith("hook filter failed")]
+        assert failed["hook_id"] == hook
+        assert failed["event_id"] == published[2]["event_id"]
+        assert failed["log_level"] == "warning"
+        assert "five" not in json.dumps(failed)  # the log names no event data
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("source", "detail"),
+    [
+        ('data.status == "Completed', "line 1, column 16: Syntax error"),
+        ("data.status ==", "line 1, column 15: Syntax error"),
+        ('event == "Job" &&\n  data.n >', "line 2, column 11: Syntax error"),
+        ("data.n + 1", "must give true or false"),
+        ("data.jobs.map(j, j.id).size() > 0", "map and filter are not available"),
+        ("data.jobs.filter(j, j.ok).size() > 0", "map and filter are not available"),
+        ("x" * 1001, "longer than 1000 characters"),
+        ("   ", "the filter is empty"),
+        ('"" + 1 == 1', "no matching overload"),
+    ],
+)
+async def test_a_bad_filter_is_400_with_its_position(
+    database_url: str, auth: Auth, source: str, detail: str
+) -> None:
+    async with running(database_url) as env:
+        hook = await make_hook(env, auth, "https://bad.example/", ["Job"])
+        response = await patch_settings(env, auth, hook, {"filter": source})
+        assert response.status_code == 400, response.text
+        error = response.json()
+        assert error["field"] == "HookSettingsModel.filter"
+        assert detail in error["detail"], error["detail"]
+        assert (await settings_of(env, auth, hook))["filter"] is None
+
+
+async def test_a_runaway_filter_is_cut_off_and_delivers(database_url: str, auth: Auth) -> None:
+    """Nested comprehensions over a long list would take minutes: the runtime's iteration
+    budget stops them, quickly, and the event is delivered (fail open)."""
+    async with running(database_url) as env:
+        hook = await make_hook(env, auth, "https://runaway.example/", ["Job"])
+        await env.services.hook_settings.disable(34, hook, reason="count only", by="t")
+        runaway = "data.l.exists(a, data.l.exists(b, data.l.exists(c, a + b + c < 0)))"
+        assert (await patch_settings(env, auth, hook, {"filter": runaway})).status_code == 200
+        started = time.monotonic()
+        with capture_logs() as logs:
+            published = await publish(env, auth, "Job", {"l": list(range(5000))})
+        assert time.monotonic() - started < 2.0
+        assert published["hook_count"] == 1
+        [failed] = [entry for entry in logs if entry["event"].startswith("hook filter failed")]
+        assert "budget" in failed["error"]

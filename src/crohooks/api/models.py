@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from crohooks.clock import to_cro
+from crohooks.filters import compile_filter
 from crohooks.hooks.controls import (
     MAX_HEADER_VALUE,
     MAX_IN_FLIGHT,
@@ -261,6 +262,15 @@ class HookSettingsModel(_Strict):
     headers: dict[str, str] | None = None
     auth: Annotated[BasicAuthModel | BearerAuthModel, Field(discriminator="type")] | None = None
     max_in_flight: Annotated[int, Field(ge=1, le=MAX_IN_FLIGHT)] | None = None
+    filter: str | None = None
+
+    @field_validator("filter")
+    @classmethod
+    def _filter(cls, value: str | None) -> str | None:
+        """Compiled now, so a broken filter is a 400 naming where it breaks."""
+        if value is not None:
+            compile_filter(value)
+        return value
 
     @field_validator("headers")
     @classmethod
@@ -277,6 +287,8 @@ class HookSettingsModel(_Strict):
             changes["auth"] = self.auth.receiver_auth() if self.auth is not None else None
         if "max_in_flight" in sent:
             changes["max_in_flight"] = self.max_in_flight
+        if "filter" in sent:
+            changes["filter"] = self.filter
         return changes
 
 
@@ -311,6 +323,7 @@ def hook_settings_model(settings: HookSettings) -> dict[str, Any]:
         "disabled_at": to_cro(settings.disabled_at),
         "disabled_by": settings.disabled_by,
         "disabled_reason": settings.disabled_reason,
+        "filter": settings.filter,
         "headers": {name: masked(value) for name, value in settings.headers.items()},
         "hook_id": settings.hook_id,
         "max_in_flight": settings.max_in_flight,

@@ -47,6 +47,7 @@ from crohooks.errors import (
     ServiceUnavailable,
     Unauthenticated,
 )
+from crohooks.filters import MAX_FILTER_LENGTH
 from crohooks.hooks.controls import MAX_HEADERS, RESERVED_HEADERS, RESERVED_PREFIXES
 from crohooks.hooks.rules import HOOK_EVENTS, MAX_URL_LENGTH, PUBLISHABLE_EVENTS
 from crohooks.model import DeliveryStatus
@@ -221,6 +222,9 @@ class HookSettingsResultModel(_Wire):
         description="the token subject that disabled it, or `crohooks` (auto-disabled)"
     )
     disabled_reason: str | None
+    filter: str | None = Field(
+        description="a CEL expression over `event` and `data`; null: every event"
+    )
     headers: dict[str, str] = Field(
         description="static headers sent with every request; values shown as `****` and "
         "at most their last 4 characters"
@@ -346,6 +350,16 @@ _REQUEST_FIELDS: dict[str, dict[str, dict[str, Any]]] = {
         "idempotency_key": IDEMPOTENCY_KEY_SCHEMA,
     },
     "HookSettingsModel": {
+        "filter": {
+            "anyOf": [
+                {"type": "string", "minLength": 1, "maxLength": MAX_FILTER_LENGTH},
+                {"type": "null"},
+            ],
+            "description": "a CEL expression over `event` (the event name) and `data` (the "
+            "published object), true for the events the hook wants, e.g. "
+            '`data.status == "Completed"`; checked when set (a 400 names the line and column '
+            "of an error); `map` and `filter` are not available; null: every event",
+        },
         "headers": {
             "anyOf": [
                 {

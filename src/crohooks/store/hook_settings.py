@@ -19,16 +19,16 @@ from crohooks.store.connector import Connection, Database, Row, Statement
 # Every statement that hands back settings names the columns ``_settings`` reads.
 _ONE = Statement.shared(
     "hook_settings_one",
-    "SELECT id, tenant_id, deleted_at, headers, auth, max_in_flight,"
+    "SELECT id, tenant_id, deleted_at, headers, auth, max_in_flight, filter,"
     " disabled_at, disabled_reason, disabled_by"
     " FROM hooks WHERE tenant_id = :tenant_id AND id = :hook_id",
 )
 _WRITE = Statement.shared(
     "hook_settings_write",
     "UPDATE hooks SET headers = :headers, auth = :auth, max_in_flight = :max_in_flight,"
-    " updated_at = :now"
+    " filter = :filter, updated_at = :now"
     " WHERE tenant_id = :tenant_id AND id = :hook_id AND deleted_at IS NULL"
-    " RETURNING id, tenant_id, deleted_at, headers, auth, max_in_flight,"
+    " RETURNING id, tenant_id, deleted_at, headers, auth, max_in_flight, filter,"
     " disabled_at, disabled_reason, disabled_by",
 )
 # Disabling a disabled hook changes nothing: the first reason, time and author stay.
@@ -38,7 +38,7 @@ _DISABLE = Statement.shared(
     " disabled_reason = CASE WHEN disabled_at IS NULL THEN :reason ELSE disabled_reason END,"
     " disabled_by = CASE WHEN disabled_at IS NULL THEN :by ELSE disabled_by END"
     " WHERE tenant_id = :tenant_id AND id = :hook_id AND deleted_at IS NULL"
-    " RETURNING id, tenant_id, deleted_at, headers, auth, max_in_flight,"
+    " RETURNING id, tenant_id, deleted_at, headers, auth, max_in_flight, filter,"
     " disabled_at, disabled_reason, disabled_by",
 )
 # Enabling starts the failure clock again: a hook enabled after a fix is not disabled
@@ -48,7 +48,7 @@ _ENABLE = Statement.shared(
     "UPDATE hooks SET disabled_at = NULL, disabled_reason = NULL, disabled_by = NULL,"
     " failing_since = NULL"
     " WHERE tenant_id = :tenant_id AND id = :hook_id AND deleted_at IS NULL"
-    " RETURNING id, tenant_id, deleted_at, headers, auth, max_in_flight,"
+    " RETURNING id, tenant_id, deleted_at, headers, auth, max_in_flight, filter,"
     " disabled_at, disabled_reason, disabled_by",
 )
 
@@ -62,6 +62,7 @@ def _settings(row: Row) -> HookSettings:
         headers=json.loads(row["headers"]) if row["headers"] else {},
         auth=ReceiverAuth(**auth) if auth is not None else None,
         max_in_flight=row["max_in_flight"],
+        filter=row["filter"],
         disabled_at=row["disabled_at"],
         disabled_reason=row["disabled_reason"],
         disabled_by=row["disabled_by"],
@@ -122,6 +123,7 @@ class HookSettingsRepository:
                     "headers": stored_headers(dict(wanted.headers)),
                     "auth": stored_auth(wanted.auth),
                     "max_in_flight": wanted.max_in_flight,
+                    "filter": wanted.filter,
                     "now": now,
                 },
             )

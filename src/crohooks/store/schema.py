@@ -121,6 +121,7 @@ hooks = Table(
     Column("headers", Text),
     Column("auth", Text),
     Column("max_in_flight", Integer),
+    Column("filter", Text),
     Index("ix_hooks_tenant_id", "tenant_id", "id"),
     # The claim passes over disabled hooks: this index holds only them.
     Index(

@@ -1,4 +1,4 @@
-"""hook controls: disable/enable, custom headers and receiver auth, in-flight cap
+"""hook controls: disable/enable, headers and receiver auth, in-flight cap, payload filter
 
 Revision ID: 0007
 Revises: 0005
@@ -29,6 +29,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("headers", sa.Text(), nullable=True))
         batch.add_column(sa.Column("auth", sa.Text(), nullable=True))
         batch.add_column(sa.Column("max_in_flight", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("filter", sa.Text(), nullable=True))
     op.create_index(
         "ix_hooks_disabled",
         "hooks",
@@ -38,9 +39,19 @@ def upgrade() -> None:
     )
 
 
+_COLUMNS = (
+    "disabled_at",
+    "disabled_reason",
+    "disabled_by",
+    "headers",
+    "auth",
+    "max_in_flight",
+    "filter",
+)
+
+
 def downgrade() -> None:
     op.drop_index("ix_hooks_disabled", table_name="hooks")
     with op.batch_alter_table("hooks") as batch:
-        for column in ("max_in_flight", "auth", "headers", "disabled_by", "disabled_reason"):
+        for column in _COLUMNS:
             batch.drop_column(column)
-        batch.drop_column("disabled_at")
