@@ -82,6 +82,14 @@ class ReceiverAuth:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``per_second`` deliveries a second to one hook, after ``burst`` extra at once."""
+
+    per_second: float
+    burst: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class HookSettings:
     """crohooks' own controls of one hook (beyond CRO's model): what it is sent and when."""
 
@@ -96,6 +104,7 @@ class HookSettings:
     filter: str | None
     """A CEL expression over ``event`` and ``data``: the events it is false for are not
     queued for this hook at all."""
+    rate_limit: RateLimit | None
     disabled_at: datetime | None
     disabled_reason: str | None
     disabled_by: str | None
@@ -148,6 +157,8 @@ class ClaimedDelivery:
     """The trace its event was published in (a W3C ``traceparent``), when tracing was on."""
     receiver_headers: Mapping[str, str] = field(default_factory=dict)
     """The hook's own headers and receiver auth (``HookSettings.outbound_headers``)."""
+    not_before: datetime | None = None
+    """The hook's rate limit gave this delivery a slot at this time: not sent before it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,3 +218,5 @@ class ClaimPolicy:
     lease: timedelta
     worker_id: str
     busy_hooks: dict[int, int] = field(default_factory=dict)
+    rate_horizon: timedelta = timedelta(seconds=1)
+    """How far ahead a rate-limited hook's send slots are handed out (the rest wait)."""

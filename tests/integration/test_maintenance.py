@@ -15,6 +15,9 @@ from crohooks.store.intake import Intake
 from tests.conftest import make_settings
 
 STATUS_BY_HOOK = Statement.shared("status_by_hook", "SELECT hook_id, status FROM deliveries")
+STATUS_AND_AGE = Statement.shared(
+    "status_and_age", "SELECT hook_id, status, last_message, created_at FROM deliveries"
+)
 ALL_SUCCEEDED = Statement.shared("all_succeeded", "UPDATE deliveries SET status = 'succeeded'")
 LEFT = Statement.shared(
     "left",
@@ -121,5 +124,34 @@ async def test_old_finished_deliveries_are_purged(database_url: str) -> None:
         await _worker(services).maintain()
         (left,) = await services.db.fetch(LEFT)
         assert left == {"deliveries": 2, "events": 2, "attempts": 0}
+    finally:
+        await services.aclose()
+
+
+async def test_a_disabled_hook_holds_its_deliveries_up_to_retention(database_url: str) -> None:
+    """Older than retention, what a disabled hook held is cancelled and purged like any
+    finished delivery; younger, it keeps waiting; an enabled hook's pending ones stay."""
+    services = Services.build(make_settings(database_url, retention_days=30))
+    try:
+        now = utc_now()
+        held = await services.hooks.create(
+            34, url="https://held.example", events=("Job",), secret=None, field="x"
+        )
+        active = await services.hooks.create(
+            34, url="https://active.example", events=("Job",), secret=None, field="x"
+        )
+        await services.hook_settings.disable(34, held.id, reason="migration", by="t")
+        intake = Intake(services.db, render_delivery_body)
+        for age in (timedelta(days=40), timedelta(days=1)):
+            await intake.accept(
+                34, [NewEvent("Job", {})], now=now - age, idempotency_window=timedelta(hours=24)
+            )
+        await _worker(services).maintain()
+        rows = await services.db.fetch(STATUS_AND_AGE)
+        cutoff = now - timedelta(days=30)
+        found = sorted((r["hook_id"], r["status"], int(r["created_at"] < cutoff)) for r in rows)
+        assert found == sorted(
+            [(held.id, "pending", 0), (active.id, "pending", 1), (active.id, "pending", 0)]
+        )
     finally:
         await services.aclose()

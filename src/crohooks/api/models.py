@@ -10,16 +10,27 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from crohooks.clock import to_cro
 from crohooks.filters import compile_filter
 from crohooks.hooks.controls import (
+    MAX_BURST,
     MAX_HEADER_VALUE,
     MAX_IN_FLIGHT,
+    MAX_RATE,
     MAX_REASON,
+    MIN_RATE,
     check_credential,
     check_headers,
     check_username,
     masked,
 )
 from crohooks.hooks.rules import check_events, check_secret, check_url
-from crohooks.model import Attempt, Delivery, Hook, HookSettings, ReceiverAuth, Tenant
+from crohooks.model import (
+    Attempt,
+    Delivery,
+    Hook,
+    HookSettings,
+    RateLimit,
+    ReceiverAuth,
+    Tenant,
+)
 
 HookEvent = Literal["Ping", "Customer", "CustomerLocation", "Job", "Truck"]
 
@@ -252,6 +263,14 @@ class BearerAuthModel(_Strict):
         return ReceiverAuth(scheme="bearer", credential=self.token)
 
 
+class RateLimitModel(_Strict):
+    per_second: Annotated[float, Field(ge=MIN_RATE, le=MAX_RATE)]
+    burst: Annotated[int, Field(ge=0, le=MAX_BURST)] = 0
+
+    def rate_limit(self) -> RateLimit:
+        return RateLimit(per_second=self.per_second, burst=self.burst)
+
+
 SETTINGS_READ_ONLY = ("disabled", "disabled_at", "disabled_by", "disabled_reason", "hook_id")
 """Fields of the settings resource that PATCH can't set (disable and enable do)."""
 
@@ -263,6 +282,7 @@ class HookSettingsModel(_Strict):
     auth: Annotated[BasicAuthModel | BearerAuthModel, Field(discriminator="type")] | None = None
     max_in_flight: Annotated[int, Field(ge=1, le=MAX_IN_FLIGHT)] | None = None
     filter: str | None = None
+    rate_limit: RateLimitModel | None = None
 
     @field_validator("filter")
     @classmethod
@@ -289,6 +309,8 @@ class HookSettingsModel(_Strict):
             changes["max_in_flight"] = self.max_in_flight
         if "filter" in sent:
             changes["filter"] = self.filter
+        if "rate_limit" in sent:
+            changes["rate_limit"] = self.rate_limit.rate_limit() if self.rate_limit else None
         return changes
 
 
@@ -327,4 +349,10 @@ def hook_settings_model(settings: HookSettings) -> dict[str, Any]:
         "headers": {name: masked(value) for name, value in settings.headers.items()},
         "hook_id": settings.hook_id,
         "max_in_flight": settings.max_in_flight,
+        "rate_limit": {
+            "burst": settings.rate_limit.burst,
+            "per_second": settings.rate_limit.per_second,
+        }
+        if settings.rate_limit is not None
+        else None,
     }

@@ -212,6 +212,13 @@ class BearerAuthShownModel(_Wire):
     type: Literal["bearer"]
 
 
+class RateLimitShownModel(_Wire):
+    """At most `per_second` deliveries a second, after `burst` extra at once."""
+
+    burst: int = Field(ge=0)
+    per_second: float
+
+
 class HookSettingsResultModel(_Wire):
     """crohooks' own settings of a hook; credentials are never shown in full."""
 
@@ -232,6 +239,9 @@ class HookSettingsResultModel(_Wire):
     hook_id: int
     max_in_flight: int | None = Field(
         description="the hook's cap on requests in flight; null: the server's default"
+    )
+    rate_limit: RateLimitShownModel | None = Field(
+        description="deliveries over the rate wait in the queue; null: no limit"
     )
 
 

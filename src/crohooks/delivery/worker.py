@@ -112,6 +112,8 @@ class DeliveryWorker:
                             per_hook_cap=self._settings.per_hook_inflight,
                             lease=lease,
                             worker_id=self.worker_id,
+                            # Rate-limited hooks get send slots up to the next poll.
+                            rate_horizon=timedelta(seconds=self._settings.poll_interval),
                         ),
                         now=utc_now(),
                     )
@@ -173,6 +175,8 @@ class DeliveryWorker:
             await self._attempt(delivery, span)
 
     async def _attempt(self, delivery: ClaimedDelivery, span: Span | None) -> None:
+        if delivery.not_before is not None:  # the hook's rate limit gave it a later slot
+            await asyncio.sleep(max(0.0, (delivery.not_before - utc_now()).total_seconds()))
         sent = tracing.traceparent(span) if span is not None else None
         result = await send_attempt(
             self._client,

@@ -13,22 +13,26 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from crohooks.model import HookSettings, ReceiverAuth
+from crohooks.model import HookSettings, RateLimit, ReceiverAuth
 from crohooks.store.connector import Connection, Database, Row, Statement
 
 # Every statement that hands back settings names the columns ``_settings`` reads.
 _ONE = Statement.shared(
     "hook_settings_one",
     "SELECT id, tenant_id, deleted_at, headers, auth, max_in_flight, filter,"
+    " rate_per_second, rate_burst,"
     " disabled_at, disabled_reason, disabled_by"
     " FROM hooks WHERE tenant_id = :tenant_id AND id = :hook_id",
 )
 _WRITE = Statement.shared(
     "hook_settings_write",
     "UPDATE hooks SET headers = :headers, auth = :auth, max_in_flight = :max_in_flight,"
-    " filter = :filter, updated_at = :now"
+    " filter = :filter, rate_per_second = :rate_per_second, rate_burst = :rate_burst,"
+    " rate_next_at = CASE WHEN :rate_changed = 1 THEN NULL ELSE rate_next_at END,"
+    " updated_at = :now"
     " WHERE tenant_id = :tenant_id AND id = :hook_id AND deleted_at IS NULL"
     " RETURNING id, tenant_id, deleted_at, headers, auth, max_in_flight, filter,"
+    " rate_per_second, rate_burst,"
     " disabled_at, disabled_reason, disabled_by",
 )
 # Disabling a disabled hook changes nothing: the first reason, time and author stay.
@@ -39,6 +43,7 @@ _DISABLE = Statement.shared(
     " disabled_by = CASE WHEN disabled_at IS NULL THEN :by ELSE disabled_by END"
     " WHERE tenant_id = :tenant_id AND id = :hook_id AND deleted_at IS NULL"
     " RETURNING id, tenant_id, deleted_at, headers, auth, max_in_flight, filter,"
+    " rate_per_second, rate_burst,"
     " disabled_at, disabled_reason, disabled_by",
 )
 # Enabling starts the failure clock again: a hook enabled after a fix is not disabled
@@ -49,6 +54,7 @@ _ENABLE = Statement.shared(
     " failing_since = NULL"
     " WHERE tenant_id = :tenant_id AND id = :hook_id AND deleted_at IS NULL"
     " RETURNING id, tenant_id, deleted_at, headers, auth, max_in_flight, filter,"
+    " rate_per_second, rate_burst,"
     " disabled_at, disabled_reason, disabled_by",
 )
 
@@ -63,6 +69,9 @@ def _settings(row: Row) -> HookSettings:
         auth=ReceiverAuth(**auth) if auth is not None else None,
         max_in_flight=row["max_in_flight"],
         filter=row["filter"],
+        rate_limit=RateLimit(row["rate_per_second"], row["rate_burst"] or 0)
+        if row["rate_per_second"] is not None
+        else None,
         disabled_at=row["disabled_at"],
         disabled_reason=row["disabled_reason"],
         disabled_by=row["disabled_by"],
@@ -114,7 +123,8 @@ class HookSettingsRepository:
             rows = await conn.fetch(_ONE, {"tenant_id": tenant_id, "hook_id": hook_id})
             if not rows or rows[0]["deleted_at"] is not None:
                 return None
-            wanted = change(_settings(rows[0]))
+            current = _settings(rows[0])
+            wanted = change(current)
             written = await conn.fetch(
                 _WRITE,
                 {
@@ -124,11 +134,17 @@ class HookSettingsRepository:
                     "auth": stored_auth(wanted.auth),
                     "max_in_flight": wanted.max_in_flight,
                     "filter": wanted.filter,
+                    "rate_per_second": wanted.rate_limit.per_second if wanted.rate_limit else None,
+                    "rate_burst": wanted.rate_limit.burst if wanted.rate_limit else None,
+                    "rate_changed": int(wanted.rate_limit != current.rate_limit),
                     "now": now,
                 },
             )
-            if written and wanted.max_in_flight != _settings(rows[0]).max_in_flight:
-                conn.announce_work()  # a raised cap makes room at once
+            if written and (wanted.max_in_flight, wanted.rate_limit) != (
+                current.max_in_flight,
+                current.rate_limit,
+            ):
+                conn.announce_work()  # a raised cap or rate makes room at once
         return _settings(written[0]) if written else None
 
     async def disable(

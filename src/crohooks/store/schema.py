@@ -122,6 +122,11 @@ hooks = Table(
     Column("auth", Text),
     Column("max_in_flight", Integer),
     Column("filter", Text),
+    # The rate limit (deliveries a second, burst) and its state: the earliest time the next
+    # delivery may be sent (GCRA), moved on by each claim.
+    Column("rate_per_second", Float),
+    Column("rate_burst", Integer),
+    Column("rate_next_at", UTCDateTime),
     Index("ix_hooks_tenant_id", "tenant_id", "id"),
     # The claim passes over disabled hooks: this index holds only them.
     Index(

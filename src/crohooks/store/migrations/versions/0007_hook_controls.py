@@ -1,4 +1,4 @@
-"""hook controls: disable/enable, headers and receiver auth, in-flight cap, payload filter
+"""hook controls: disable/enable, headers and receiver auth, caps, rate limit, filter
 
 Revision ID: 0007
 Revises: 0005
@@ -30,6 +30,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("auth", sa.Text(), nullable=True))
         batch.add_column(sa.Column("max_in_flight", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("filter", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("rate_per_second", sa.Float(), nullable=True))
+        batch.add_column(sa.Column("rate_burst", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("rate_next_at", sa.DateTime(), nullable=True))
     op.create_index(
         "ix_hooks_disabled",
         "hooks",
@@ -47,6 +50,9 @@ _COLUMNS = (
     "auth",
     "max_in_flight",
     "filter",
+    "rate_per_second",
+    "rate_burst",
+    "rate_next_at",
 )
 
 
