@@ -191,6 +191,44 @@ class Runner:
                 await self.step(title, run)
             await self.step("worker memory", lambda: self._memory(target, workdir))
 
+    # -- 1b. the cost of payload filters ------------------------------------------------
+
+    async def filters(self) -> None:
+        """SQLite, one process, with and without a payload filter on every hook, run in
+        turn (twice each) against the same receiver: the ratio of the best runs."""
+        sizes = self.sizes
+        workdir = self.subdir("filters")
+        async with receiver(workdir) as target:
+            best: dict[bool, float] = {}
+
+            async def run() -> None:
+                for number, filtered in enumerate((False, True, False, True)):
+                    kind = "filters" if filtered else "plain"
+                    with self._database("sqlite", f"filters-{number}") as url:
+                        figures = await delivery.crohooks(
+                            target, workdir, url, events=sizes.events, hooks=sizes.hooks,
+                            workers=0, filtered=filtered,
+                        )  # fmt: skip
+                    best[filtered] = max(best.get(filtered, 0.0), figures.per_second)
+                    print(f"  {kind}: {figures.per_second:,.0f} deliveries/s", flush=True)
+                ratio = best[True] / best[False]
+                self.rows.append(
+                    Row(
+                        "1b. delivery with a filter on every hook, SQLite",
+                        f"{best[True]:,.0f}/s",
+                        f"{best[False]:,.0f}/s",
+                        f"ratio {ratio:.2f}",
+                        ">= 0.90",
+                        ratio >= 0.9,
+                    )
+                )
+                self.notes.append(
+                    f"filters: every one of {sizes.hooks} hooks filters with its own CEL "
+                    f"expression ({delivery.FILTER} && <id> > 0); best of two runs each"
+                )
+
+            await self.step("delivery with payload filters", run)
+
     async def _memory(self, target: receiver, workdir: Path) -> None:  # type: ignore[valid-type]
         sizes = self.sizes
         dialect = "sqlite" if self.pg_problem else "postgresql"
@@ -441,7 +479,7 @@ def main() -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["delivery", "ping", "api", "backlog", "latency", "ordered"],
+        choices=["delivery", "filters", "ping", "api", "backlog", "latency", "ordered"],
         help="run only these (repeatable)",
     )
     parser.add_argument("--markdown", type=Path, help="also write the results as Markdown")
@@ -460,6 +498,8 @@ def main() -> int:
     async def everything() -> None:
         if runner.wanted("delivery"):
             await runner.deliveries()
+        if runner.wanted("filters"):
+            await runner.filters()
         if runner.wanted("ping"):
             await runner.pings()
         if runner.wanted("api"):

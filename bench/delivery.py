@@ -109,8 +109,19 @@ def bench_token(database_url: str) -> str:
     )
 
 
+FILTER = 'event == "Job" && data.status != "cancelled" && data.customer.id == 4711'
+"""A payload filter every benchmark event passes (so the deliveries are the same), reading
+nested fields of the event as a real one would."""
+
+
 async def create_hooks(
-    http: aiohttp.ClientSession, base_url: str, headers: dict[str, str], receiver: Receiver, n: int
+    http: aiohttp.ClientSession,
+    base_url: str,
+    headers: dict[str, str],
+    receiver: Receiver,
+    n: int,
+    *,
+    payload_filter: str | None = None,
 ) -> None:
     for number in range(n):
         async with http.post(
@@ -120,6 +131,15 @@ async def create_hooks(
         ) as response:
             if response.status != 200:
                 raise BenchError(f"creating a hook failed: {await response.text()}")
+            hook_id = (await response.json())["id"]
+        if payload_filter is not None:
+            async with http.patch(
+                f"{base_url}/hooks/{hook_id}/settings",
+                json={"filter": f"{payload_filter} && {hook_id} > 0"},
+                headers=headers,
+            ) as response:
+                if response.status != 200:
+                    raise BenchError(f"setting a filter failed: {await response.text()}")
 
 
 async def _publish(
@@ -175,12 +195,15 @@ async def crohooks(
     measure_rss: bool = False,
     keys: int | None = None,
     per_hook_inflight: int | None = None,
+    filtered: bool = False,
 ) -> Throughput:
     """Throughput of crohooks itself.
 
     ``workers == 0`` is the one-process set-up (``crohooks serve`` with its in-process
     worker, as with SQLite); otherwise an API without a worker and that many ``crohooks
     worker`` processes. With ``keys``, event n carries the ordering key ``Job:{n % keys}``.
+    ``filtered``: every hook has a payload filter (each its own text, so no evaluation
+    is shared) that every event passes.
     """
     settings = {} if per_hook_inflight is None else {"per_hook_inflight": per_hook_inflight}
     env = process_env(database_url, **settings)
@@ -192,7 +215,9 @@ async def crohooks(
         aiohttp.ClientSession() as http,
         contextlib.AsyncExitStack() as stack,
     ):
-        await create_hooks(http, base_url, headers, receiver, hooks)
+        await create_hooks(
+            http, base_url, headers, receiver, hooks, payload_filter=FILTER if filtered else None
+        )
         worker_processes: list[Process] = [
             await stack.enter_async_context(
                 started(f"worker-{number}", [*CLI, "worker"], env=env, workdir=workdir)

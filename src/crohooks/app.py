@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crohooks import __version__
-from crohooks.api import deliveries, events, hooks, ops, ordering, tenants
+from crohooks.api import deliveries, events, hook_settings, hooks, ops, ordering, tenants
 from crohooks.api.openapi import install_openapi
 from crohooks.api.telemetry import RequestTelemetry
 from crohooks.api.wire import MethodTable, WireMiddleware, error_response
@@ -63,7 +63,14 @@ def create_app(
         redoc_url=None,
     )
     app.state.services = built
-    routers = (hooks.router, tenants.router, events.router, deliveries.router, ordering.router)
+    routers = (
+        hooks.router,
+        tenants.router,
+        events.router,
+        deliveries.router,
+        hook_settings.router,
+        ordering.router,
+    )
     for router in routers:
         app.include_router(router)
     app.include_router(ops.router)

@@ -6,7 +6,8 @@ nothing of crohooks, so any room may use it without depending on another.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -66,6 +67,64 @@ class Hook:
 
 
 @dataclass(frozen=True, slots=True)
+class ReceiverAuth:
+    """How a hook's receiver wants crohooks to authenticate: HTTP basic or a bearer token."""
+
+    scheme: str
+    """``basic`` or ``bearer``."""
+    credential: str
+    """The password (basic) or the token (bearer): a secret, never shown or logged."""
+    username: str | None = None
+
+    def header(self) -> str:
+        """The ``Authorization`` value sent with every request to the hook."""
+        if self.scheme == "basic":
+            raw = f"{self.username or ''}:{self.credential}".encode()
+            return "Basic " + base64.b64encode(raw).decode("ascii")
+        return f"Bearer {self.credential}"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``per_second`` deliveries a second to one hook, after ``burst`` extra at once."""
+
+    per_second: float
+    burst: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HookSettings:
+    """crohooks' own controls of one hook (beyond CRO's model): what it is sent and when."""
+
+    hook_id: int
+    tenant_id: int
+    deleted_at: datetime | None
+    headers: Mapping[str, str]
+    """Static headers sent with every request; every value is treated as a credential."""
+    auth: ReceiverAuth | None
+    max_in_flight: int | None
+    """This hook's cap on requests in flight; ``None``: the server's ``per_hook_inflight``."""
+    filter: str | None
+    """A CEL expression over ``event`` and ``data``: the events it is false for are not
+    queued for this hook at all."""
+    rate_limit: RateLimit | None
+    disabled_at: datetime | None
+    disabled_reason: str | None
+    disabled_by: str | None
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    def outbound_headers(self) -> dict[str, str]:
+        """The headers this hook adds to each request it is sent (auth included)."""
+        headers = dict(self.headers)
+        if self.auth is not None:
+            headers["Authorization"] = self.auth.header()
+        return headers
+
+
+@dataclass(frozen=True, slots=True)
 class NewEvent:
     event: str
     data: dict[str, Any]
@@ -105,6 +164,10 @@ class ClaimedDelivery:
     """Its number in its (hook, ordering key), from 1; ``None`` without an ordering key."""
     redelivered: bool = False
     """Queued again by a redeliver or recover after it had finished."""
+    receiver_headers: Mapping[str, str] = field(default_factory=dict)
+    """The hook's own headers and receiver auth (``HookSettings.outbound_headers``)."""
+    not_before: datetime | None = None
+    """The hook's rate limit gave this delivery a slot at this time: not sent before it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,3 +227,5 @@ class ClaimPolicy:
     lease: timedelta
     worker_id: str
     busy_hooks: dict[int, int] = field(default_factory=dict)
+    rate_horizon: timedelta = timedelta(seconds=1)
+    """How far ahead a rate-limited hook's send slots are handed out (the rest wait)."""

@@ -7,16 +7,18 @@ from dataclasses import dataclass
 from crohooks.admission import Admission, DatabaseAdmission, LocalAdmission
 from crohooks.auth.verifier import TokenVerifier, build_verifier
 from crohooks.delivery.body import render_delivery_body
-from crohooks.delivery.intake import EventIntake
+from crohooks.delivery.intake import EventIntake, judge_event
 from crohooks.delivery.log import DeliveryLog
 from crohooks.delivery.outbound import OutboundClient
 from crohooks.hooks.ping import PingService
 from crohooks.hooks.service import HookService
+from crohooks.hooks.settings import HookSettingsService
 from crohooks.ratelimit import DatabaseRateLimiter, MemoryRateLimiter, RateLimiter
 from crohooks.settings import Settings
 from crohooks.store.connect import open_database
 from crohooks.store.connector import Database, DatabaseLimits
 from crohooks.store.deliveries import DeliveryRepository
+from crohooks.store.hook_settings import HookSettingsRepository
 from crohooks.store.hooks import HookRepository
 from crohooks.store.housekeeping import Housekeeping
 from crohooks.store.intake import Intake
@@ -32,6 +34,7 @@ class Services:
     db: Database
     verifier: TokenVerifier
     hooks: HookService
+    hook_settings: HookSettingsService
     tenants: TenantRepository
     version_pins: VersionPinRepository
     queue: DeliveryQueue
@@ -47,6 +50,7 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         db = open_database(settings.database_url, DatabaseLimits.of(settings))
         hooks = HookService.configured(HookRepository(db), settings)
+        hook_settings = HookSettingsRepository(db)
         deliveries = DeliveryRepository(db)
         outbound = OutboundClient(settings)
         pins = VersionPinRepository(db)
@@ -64,13 +68,16 @@ class Services:
             db=db,
             verifier=build_verifier(settings),
             hooks=hooks,
+            hook_settings=HookSettingsService(hook_settings),
             tenants=TenantRepository(db),
             version_pins=pins,
             queue=DeliveryQueue(db),
             housekeeping=Housekeeping(db),
             outbound=outbound,
-            ping=PingService(hooks, deliveries, outbound, timeout=settings.ping_timeout),
-            intake=EventIntake(Intake(db, render_delivery_body)),
+            ping=PingService(
+                hooks, hook_settings, deliveries, outbound, timeout=settings.ping_timeout
+            ),
+            intake=EventIntake(Intake(db, render_delivery_body, judge_event)),
             delivery_log=DeliveryLog(hooks, deliveries),
             rate_limiter=rate_limiter,
             admission=admission,

@@ -7,7 +7,7 @@ from datetime import timedelta
 from crohooks.clock import utc_now
 from crohooks.delivery.body import render_delivery_body
 from crohooks.delivery.worker import DeliveryWorker
-from crohooks.model import NewEvent
+from crohooks.model import ClaimPolicy, NewEvent
 from crohooks.services import Services
 from crohooks.store.connector import Statement
 from crohooks.store.hooks import HookRepository
@@ -15,6 +15,9 @@ from crohooks.store.intake import Intake
 from tests.conftest import make_settings
 
 STATUS_BY_HOOK = Statement.shared("status_by_hook", "SELECT hook_id, status FROM deliveries")
+STATUS_AND_AGE = Statement.shared(
+    "status_and_age", "SELECT hook_id, status, last_message, created_at FROM deliveries"
+)
 ALL_SUCCEEDED = Statement.shared("all_succeeded", "UPDATE deliveries SET status = 'succeeded'")
 LEFT = Statement.shared(
     "left",
@@ -29,7 +32,9 @@ def _worker(services: Services) -> DeliveryWorker:
     )
 
 
-async def test_a_hook_failing_for_days_is_deactivated(database_url: str) -> None:
+async def test_a_hook_failing_for_days_is_disabled_not_deleted(database_url: str) -> None:
+    """Auto-deactivation disables: the hook stays, with reason and time shown, its queued
+    delivery waits instead of being cancelled, and ``enable`` revives it."""
     services = Services.build(make_settings(database_url, auto_deactivate_after_seconds=86400))
     try:
         now = utc_now()
@@ -58,15 +63,35 @@ async def test_a_hook_failing_for_days_is_deactivated(database_url: str) -> None
         )
         await _worker(services).maintain()
 
-        assert (await services.hooks.get(34, failing.id)).is_deleted
-        assert not (await services.hooks.get(34, recovering.id)).is_deleted
-        assert not (await services.hooks.get(34, fresh.id)).is_deleted
+        assert not (await services.hooks.get(34, failing.id)).is_deleted
+        disabled = await services.hook_settings.get(34, failing.id)
+        assert disabled.disabled_at is not None
+        assert disabled.disabled_by == "crohooks"
+        assert disabled.disabled_reason == "auto-disabled: no success for 1 day, 0:00:00"
+        for other in (recovering, fresh):
+            assert (await services.hook_settings.get(34, other.id)).disabled_at is None
         rows = await services.db.fetch(STATUS_BY_HOOK)
         by_hook = {row["hook_id"]: row["status"] for row in rows}
-        assert by_hook[failing.id] == "cancelled"
-        assert by_hook[fresh.id] == "pending"
+        assert by_hook == {failing.id: "pending", recovering.id: "pending", fresh.id: "pending"}
+        claimed = await services.queue.claim(_policy(), now=utc_now())
+        assert sorted(d.hook_id for d in claimed) == [recovering.id, fresh.id]
+
+        enabled = await services.hook_settings.enable(34, failing.id)
+        assert (enabled.disabled_at, enabled.disabled_reason, enabled.disabled_by) == (
+            None,
+            None,
+            None,
+        )
+        await _worker(services).maintain()
+        assert (await services.hook_settings.get(34, failing.id)).disabled_at is None
+        [revived] = await services.queue.claim(_policy(), now=utc_now())
+        assert revived.hook_id == failing.id
     finally:
         await services.aclose()
+
+
+def _policy() -> ClaimPolicy:
+    return ClaimPolicy(limit=10, per_hook_cap=4, lease=timedelta(minutes=1), worker_id="t")
 
 
 async def test_old_finished_deliveries_are_purged(database_url: str) -> None:
@@ -99,5 +124,34 @@ async def test_old_finished_deliveries_are_purged(database_url: str) -> None:
         await _worker(services).maintain()
         (left,) = await services.db.fetch(LEFT)
         assert left == {"deliveries": 2, "events": 2, "attempts": 0}
+    finally:
+        await services.aclose()
+
+
+async def test_a_disabled_hook_holds_its_deliveries_up_to_retention(database_url: str) -> None:
+    """Older than retention, what a disabled hook held is cancelled and purged like any
+    finished delivery; younger, it keeps waiting; an enabled hook's pending ones stay."""
+    services = Services.build(make_settings(database_url, retention_days=30))
+    try:
+        now = utc_now()
+        held = await services.hooks.create(
+            34, url="https://held.example", events=("Job",), secret=None, field="x"
+        )
+        active = await services.hooks.create(
+            34, url="https://active.example", events=("Job",), secret=None, field="x"
+        )
+        await services.hook_settings.disable(34, held.id, reason="migration", by="t")
+        intake = Intake(services.db, render_delivery_body)
+        for age in (timedelta(days=40), timedelta(days=1)):
+            await intake.accept(
+                34, [NewEvent("Job", {})], now=now - age, idempotency_window=timedelta(hours=24)
+            )
+        await _worker(services).maintain()
+        rows = await services.db.fetch(STATUS_AND_AGE)
+        cutoff = now - timedelta(days=30)
+        found = sorted((r["hook_id"], r["status"], int(r["created_at"] < cutoff)) for r in rows)
+        assert found == sorted(
+            [(held.id, "pending", 0), (active.id, "pending", 1), (active.id, "pending", 0)]
+        )
     finally:
         await services.aclose()

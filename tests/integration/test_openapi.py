@@ -196,8 +196,36 @@ async def test_real_responses_match_the_document(
     await call("PATCH", ordering, f"{hook_path}/ordering", 200, json={"ordering": "latest"})
     await call("GET", ordering, f"{hook_path}/ordering", 200)
     await call("PATCH", "/hooks/{hook_id}", hook_path, 200, json={"url": receiver.url})
+    settings = "/hooks/{hook_id}/settings"
+    await call("GET", settings, f"{hook_path}/settings", 200)
+    await call(
+        "PATCH",
+        settings,
+        f"{hook_path}/settings",
+        200,
+        json={
+            "headers": {"X-Api-Key": "k-0123456789abcdef"},
+            "auth": {"type": "basic", "username": "crohooks", "password": "pa55-word-0123456"},
+            "max_in_flight": 2,
+        },
+    )
+    await call(
+        "PATCH",
+        settings,
+        f"{hook_path}/settings",
+        200,
+        json={"auth": {"type": "bearer", "token": "t"}},
+    )
+    await call("PATCH", settings, f"{hook_path}/settings", 400, json={"headers": {"Host": "x"}})
+    await call("POST", "/hooks/{hook_id}/disable", f"{hook_path}/disable", 200)
+    await call(
+        "POST", "/hooks/{hook_id}/disable", f"{hook_path}/disable", 200, json={"reason": "fixing"}
+    )
+    await call("POST", "/hooks/{hook_id}/enable", f"{hook_path}/enable", 200)
     await call("DELETE", "/hooks/{hook_id}", hook_path, 200)
     await call("DELETE", "/hooks/{hook_id}", hook_path, 409)
+    await call("POST", "/hooks/{hook_id}/enable", f"{hook_path}/enable", 409)
+    await call("PATCH", settings, f"{hook_path}/settings", 409, json={"max_in_flight": 1})
     await call("GET", "/hooks/{hook_id}/ping", f"{hook_path}/ping", 404)
     await call("GET", "/tenants", "/tenants", 200)
 

@@ -5,6 +5,7 @@ Every claim and outcome is given its ``now``; nothing sleeps.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from crohooks.delivery.body import render_delivery_body
@@ -16,9 +17,11 @@ from crohooks.model import (
     DeliveryStatus,
     NewEvent,
     Outcome,
+    RateLimit,
 )
 from crohooks.store.connector import Database
 from crohooks.store.deliveries import DeliveryRepository
+from crohooks.store.hook_settings import HookSettingsRepository
 from crohooks.store.hooks import HookRepository
 from crohooks.store.housekeeping import Housekeeping
 from crohooks.store.intake import Intake
@@ -267,3 +270,34 @@ async def test_one_batch_of_outcomes_over_several_hooks_lands_whole(db: Database
     assert await queue.claim(policy(), now=retry_at - timedelta(seconds=1)) == []
     [again] = await queue.claim(policy(), now=retry_at)
     assert (again.id, again.attempts) == (by_hook[recovered][0].id, 1)
+
+
+async def test_a_rate_limited_hook_gets_paced_slots_shared_by_every_claim(db: Database) -> None:
+    """At 4/s with a burst of 1, claims up to a one-second horizon hand out slots: two at
+    once, then one every 0.25 s, whichever worker claims; the rest stay queued, and an
+    idle hook earns its burst back."""
+    limited, free = await hook(db, "limited"), await hook(db, "free")
+    settings = HookSettingsRepository(db)
+    await settings.update(
+        TENANT, limited, lambda s: replace(s, rate_limit=RateLimit(4.0, burst=1)), now=T0
+    )
+    await publish(db, 10, at=T0)
+    queue = DeliveryQueue(db)
+    first = await queue.claim(policy(worker="w1"), now=T0)
+    slots = [d.not_before for d in first if d.hook_id == limited]
+    assert [d.not_before for d in first if d.hook_id == free] == [None] * 10
+    quarter = timedelta(seconds=0.25)
+    # T0 itself is no wait; slots before T0 + 1 s (the horizon) only.
+    assert slots == [None, None, T0 + quarter, T0 + 2 * quarter, T0 + 3 * quarter]
+
+    # Another worker, half a second on: the hook's next slot (T0 + 1 s) is its first.
+    now = T0 + 2 * quarter
+    second = await queue.claim(policy(worker="w2"), now=now)
+    assert [d.not_before for d in second] == [T0 + 4 * quarter, T0 + 5 * quarter]
+    assert {d.hook_id for d in second} == {limited}
+    # Nothing more within the horizon until time moves on: the rest wait in the queue.
+    assert await queue.claim(policy(), now=now) == []
+    later = T0 + timedelta(seconds=10)
+    rest = await queue.claim(policy(), now=later)
+    # Idle long enough to earn the burst back: two at once, then the next slot.
+    assert [d.not_before for d in rest] == [None, None, later + quarter]

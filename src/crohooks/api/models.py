@@ -8,8 +8,29 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from crohooks.clock import to_cro
+from crohooks.filters import compile_filter
+from crohooks.hooks.controls import (
+    MAX_BURST,
+    MAX_HEADER_VALUE,
+    MAX_IN_FLIGHT,
+    MAX_RATE,
+    MAX_REASON,
+    MIN_RATE,
+    check_credential,
+    check_headers,
+    check_username,
+    masked,
+)
 from crohooks.hooks.rules import check_events, check_secret, check_url
-from crohooks.model import Attempt, Delivery, Hook, Tenant
+from crohooks.model import (
+    Attempt,
+    Delivery,
+    Hook,
+    HookSettings,
+    RateLimit,
+    ReceiverAuth,
+    Tenant,
+)
 
 HookEvent = Literal["Ping", "Customer", "CustomerLocation", "Job", "Truck"]
 
@@ -211,4 +232,134 @@ def delivery_detail_model(delivery: Delivery, attempts: list[Attempt]) -> dict[s
             }
             for attempt in attempts
         ],
+    }
+
+
+# -- crohooks' own hook settings (GET/PATCH /hooks/{id}/settings, disable, enable) ----------
+
+
+class BasicAuthModel(_Strict):
+    type: Literal["basic"]
+    username: str
+    password: str
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        return check_username(value)
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: str) -> str:
+        return check_credential(value, what="password", most=MAX_HEADER_VALUE)
+
+    def receiver_auth(self) -> ReceiverAuth:
+        return ReceiverAuth(scheme="basic", credential=self.password, username=self.username)
+
+
+class BearerAuthModel(_Strict):
+    type: Literal["bearer"]
+    token: str
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        return check_credential(value, what="token", most=MAX_HEADER_VALUE)
+
+    def receiver_auth(self) -> ReceiverAuth:
+        return ReceiverAuth(scheme="bearer", credential=self.token)
+
+
+class RateLimitModel(_Strict):
+    per_second: Annotated[float, Field(ge=MIN_RATE, le=MAX_RATE)]
+    burst: Annotated[int, Field(ge=0, le=MAX_BURST)] = 0
+
+    def rate_limit(self) -> RateLimit:
+        return RateLimit(per_second=self.per_second, burst=self.burst)
+
+
+SETTINGS_READ_ONLY = ("disabled", "disabled_at", "disabled_by", "disabled_reason", "hook_id")
+"""Fields of the settings resource that PATCH can't set (disable and enable do)."""
+
+
+class HookSettingsModel(_Strict):
+    """PATCH body: the settings sent change, the others keep their values; null resets one."""
+
+    headers: dict[str, str] | None = None
+    auth: Annotated[BasicAuthModel | BearerAuthModel, Field(discriminator="type")] | None = None
+    max_in_flight: Annotated[int, Field(ge=1, le=MAX_IN_FLIGHT)] | None = None
+    filter: str | None = None
+    rate_limit: RateLimitModel | None = None
+
+    @field_validator("filter")
+    @classmethod
+    def _filter(cls, value: str | None) -> str | None:
+        """Compiled now, so a broken filter is a 400 naming where it breaks."""
+        if value is not None:
+            compile_filter(value)
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else check_headers(value)
+
+    def changes(self) -> dict[str, Any]:
+        """The ``HookSettings`` fields to set: only those the body named."""
+        sent = self.model_fields_set
+        changes: dict[str, Any] = {}
+        if "headers" in sent:
+            changes["headers"] = self.headers or {}
+        if "auth" in sent:
+            changes["auth"] = self.auth.receiver_auth() if self.auth is not None else None
+        if "max_in_flight" in sent:
+            changes["max_in_flight"] = self.max_in_flight
+        if "filter" in sent:
+            changes["filter"] = self.filter
+        if "rate_limit" in sent:
+            changes["rate_limit"] = self.rate_limit.rate_limit() if self.rate_limit else None
+        return changes
+
+
+class DisableHookModel(_Strict):
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=MAX_REASON)]
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, value: str) -> str:
+        if any(ord(ch) < 0x20 for ch in value) or not value.strip():
+            raise ValueError("must be printable text, not only spaces")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode (it holds a lone surrogate)") from None
+        return value
+
+
+def _masked_auth(auth: ReceiverAuth | None) -> dict[str, Any] | None:
+    if auth is None:
+        return None
+    if auth.scheme == "basic":
+        return {"password": masked(auth.credential), "type": "basic", "username": auth.username}
+    return {"token": masked(auth.credential), "type": "bearer"}
+
+
+def hook_settings_model(settings: HookSettings) -> dict[str, Any]:
+    """The settings resource; credentials (header values, password, token) never in full."""
+    return {
+        "auth": _masked_auth(settings.auth),
+        "disabled": settings.disabled_at is not None,
+        "disabled_at": to_cro(settings.disabled_at),
+        "disabled_by": settings.disabled_by,
+        "disabled_reason": settings.disabled_reason,
+        "filter": settings.filter,
+        "headers": {name: masked(value) for name, value in settings.headers.items()},
+        "hook_id": settings.hook_id,
+        "max_in_flight": settings.max_in_flight,
+        "rate_limit": {
+            "burst": settings.rate_limit.burst,
+            "per_second": settings.rate_limit.per_second,
+        }
+        if settings.rate_limit is not None
+        else None,
     }

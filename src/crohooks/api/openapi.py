@@ -23,8 +23,10 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from crohooks.api.models import (
     CreateWebhookModel,
+    DisableHookModel,
     HookEvent,
     HookOrderingModel,
+    HookSettingsModel,
     PublishBatchModel,
     PublishEventModel,
     RecoverModel,
@@ -46,6 +48,8 @@ from crohooks.errors import (
     ServiceUnavailable,
     Unauthenticated,
 )
+from crohooks.filters import MAX_FILTER_LENGTH
+from crohooks.hooks.controls import MAX_HEADERS, RESERVED_HEADERS, RESERVED_PREFIXES
 from crohooks.hooks.rules import HOOK_EVENTS, MAX_URL_LENGTH, PUBLISHABLE_EVENTS
 from crohooks.model import DeliveryStatus
 
@@ -204,6 +208,54 @@ class HookOrderingResultModel(_Wire):
     )
 
 
+class BasicAuthShownModel(_Wire):
+    """Receiver basic auth, the password never in full."""
+
+    password: str = Field(description="`****` and at most its last 4 characters")
+    type: Literal["basic"]
+    username: str
+
+
+class BearerAuthShownModel(_Wire):
+    """A receiver bearer token, never in full."""
+
+    token: str = Field(description="`****` and at most its last 4 characters")
+    type: Literal["bearer"]
+
+
+class RateLimitShownModel(_Wire):
+    """At most `per_second` deliveries a second, after `burst` extra at once."""
+
+    burst: int = Field(ge=0)
+    per_second: float
+
+
+class HookSettingsResultModel(_Wire):
+    """crohooks' own settings of a hook; credentials are never shown in full."""
+
+    auth: Annotated[BasicAuthShownModel | BearerAuthShownModel, Field(discriminator="type")] | None
+    disabled: bool = Field(description="a disabled hook's deliveries wait until it is enabled")
+    disabled_at: CroTimestamp | None
+    disabled_by: str | None = Field(
+        description="the token subject that disabled it, or `crohooks` (auto-disabled)"
+    )
+    disabled_reason: str | None
+    filter: str | None = Field(
+        description="a CEL expression over `event` and `data`; null: every event"
+    )
+    headers: dict[str, str] = Field(
+        description="static headers sent with every request; values shown as `****` and "
+        "at most their last 4 characters"
+    )
+    hook_id: int
+    max_in_flight: int | None = Field(
+        description="the hook's cap on requests in flight; null: the server's default"
+    )
+    rate_limit: RateLimitShownModel | None = Field(
+        description="deliveries over the rate wait in the queue; null: no limit"
+    )
+
+
 class RecoverResultModel(_Wire):
     """The failed deliveries of the window, queued again."""
 
@@ -217,6 +269,8 @@ _REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     PublishBatchModel,
     RecoverModel,
     HookOrderingModel,
+    HookSettingsModel,
+    DisableHookModel,
 )
 _RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     ErrorModel,
@@ -232,6 +286,7 @@ _RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     DeliveryDetailModel,
     RecoverResultModel,
     HookOrderingResultModel,
+    HookSettingsResultModel,
 )
 
 # The host of a hook URL as the server takes it (hooks/rules.py, check_url): a name whose
@@ -326,6 +381,37 @@ _REQUEST_FIELDS: dict[str, dict[str, dict[str, Any]]] = {
         "idempotency_key": IDEMPOTENCY_KEY_SCHEMA,
         "ordering_key": ORDERING_KEY_SCHEMA,
     },
+    "HookSettingsModel": {
+        "filter": {
+            "anyOf": [
+                {"type": "string", "minLength": 1, "maxLength": MAX_FILTER_LENGTH},
+                {"type": "null"},
+            ],
+            "description": "a CEL expression over `event` (the event name) and `data` (the "
+            "published object), true for the events the hook wants, e.g. "
+            '`data.status == "Completed"`; checked when set (a 400 names the line and column '
+            "of an error); `map` and `filter` are not available; null: every event",
+        },
+        "headers": {
+            "anyOf": [
+                {
+                    "type": "object",
+                    "maxProperties": MAX_HEADERS,
+                    "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$"},
+                    "additionalProperties": {
+                        "type": "string",
+                        "pattern": "^[\\x21-\\x7e]([\\x20-\\x7e]{0,1022}[\\x21-\\x7e])?$",
+                    },
+                },
+                {"type": "null"},
+            ],
+            "description": "static headers for every request, replacing those set before; "
+            "null or {} removes them. Reserved (400): "
+            + ", ".join(sorted(RESERVED_HEADERS))
+            + ", and names starting "
+            + ", ".join(f"{prefix}" for prefix in RESERVED_PREFIXES),
+        },
+    },
     "RecoverModel": {
         "since": _TIMESTAMP_IN,
         "until": {
@@ -348,6 +434,7 @@ class Operation:
     errors: tuple[type[ApiError], ...]
     status: int = 200
     body: type[BaseModel] | None = None
+    body_required: bool = True
     query: tuple[str, ...] = ()
     tenant: bool = True
     response_headers: tuple[str, ...] = ()
@@ -512,6 +599,45 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=_CHANGE_HOOK,
         body=RecoverModel,
     ),
+    Operation(
+        "GET",
+        "/hooks/{hook_id}/settings",
+        "get_hook_settings",
+        "Get Hook Settings",
+        "Hook settings",
+        response=HookSettingsResultModel,
+        errors=_ONE_HOOK,
+    ),
+    Operation(
+        "PATCH",
+        "/hooks/{hook_id}/settings",
+        "update_hook_settings",
+        "Update Hook Settings",
+        "Hook settings",
+        response=HookSettingsResultModel,
+        errors=_CHANGE_HOOK,
+        body=HookSettingsModel,
+    ),
+    Operation(
+        "POST",
+        "/hooks/{hook_id}/disable",
+        "disable_hook",
+        "Disable Hook",
+        "Hook settings",
+        response=HookSettingsResultModel,
+        errors=_CHANGE_HOOK,
+        body=DisableHookModel,
+        body_required=False,
+    ),
+    Operation(
+        "POST",
+        "/hooks/{hook_id}/enable",
+        "enable_hook",
+        "Enable Hook",
+        "Hook settings",
+        response=HookSettingsResultModel,
+        errors=_CHANGE_HOOK,
+    ),
 )
 
 _TAGS = [
@@ -519,6 +645,11 @@ _TAGS = [
     {"name": "Tenants", "description": "CRO's tenants API (any authenticated role)"},
     {"name": "Events", "description": "crohooks' own: publishing events (System, Admin)"},
     {"name": "Deliveries", "description": "crohooks' own: the delivery log of a hook"},
+    {
+        "name": "Hook settings",
+        "description": "crohooks' own controls of a hook: disable and enable, static headers, "
+        "receiver auth, in-flight cap (hook roles: Admin, Dispatcher)",
+    },
 ]
 
 _PARAMETERS: dict[str, dict[str, Any]] = {
@@ -705,7 +836,10 @@ def _operation(op: Operation) -> dict[str, Any]:
         "responses": responses,
     }
     if op.body is not None:
-        described["requestBody"] = {"required": True, "content": _json(op.body.__name__)}
+        described["requestBody"] = {
+            "required": op.body_required,
+            "content": _json(op.body.__name__),
+        }
     return described
 
 

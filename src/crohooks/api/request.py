@@ -204,7 +204,8 @@ def parse_id(raw: str, name: str) -> int:
     return int(raw)
 
 
-def _has_body(request: Request) -> bool:
+def has_body(request: Request) -> bool:
+    """The request says it carries a body (a length over 0, or chunks)."""
     length = request.headers.get("content-length")
     return (length is not None and length.strip() not in ("", "0")) or (
         "chunked" in request.headers.get("transfer-encoding", "").lower()
@@ -238,7 +239,7 @@ def _declares_more_than(length: str, limit: int) -> bool:
 
 async def no_body(request: Request) -> None:
     """GET and DELETE take no body; one sent anyway is a client bug worth reporting."""
-    if _has_body(request) and await _read_limited(request, 64 * 1024):
+    if has_body(request) and await _read_limited(request, 64 * 1024):
         raise BadRequest("this request takes no body")
 
 

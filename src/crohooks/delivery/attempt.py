@@ -16,6 +16,8 @@ from crohooks.model import AttemptRecord
 NO_EXCEPTION = "No exceptions raised."
 """CRO's ping ``message`` whenever a response came; the log keeps it for a 2xx."""
 NO_RESPONSE = -1
+REDACTED = "[redacted]"
+"""What the delivery log shows of a hook's own header (a credential) that was sent."""
 
 
 def answered(status: int) -> str:
@@ -50,9 +52,12 @@ async def send_attempt(
     hook_id: int,
     timeout: float,  # noqa: ASYNC109 - the outbound client enforces it
     extra_headers: Mapping[str, str] | None = None,
+    receiver_headers: Mapping[str, str] | None = None,
 ) -> AttemptResult:
     """Sign at send time (``webhook-timestamp`` is this attempt's), POST, never raise.
-    ``extra_headers`` (a ``traceparent``) go along, outside the signature."""
+    ``extra_headers`` (a ``traceparent``) go along, outside the signature; so do the
+    hook's ``receiver_headers`` (its static headers and auth), which are credentials: the
+    log record shows their names only."""
     started_at = utc_now()
     headers = sign_delivery(
         body,
@@ -65,6 +70,10 @@ async def send_attempt(
     )
     if extra_headers:
         headers = {**headers, **extra_headers}
+    logged = headers
+    if receiver_headers:
+        logged = {**headers, **dict.fromkeys(receiver_headers, REDACTED)}
+        headers = {**headers, **receiver_headers}
     clock = time.monotonic()
     response: HttpResponse | None = None
     try:
@@ -79,7 +88,7 @@ async def send_attempt(
         duration_ms=round(duration_ms, 3),
         http_status=response.status if response is not None else NO_RESPONSE,
         message=message,
-        request_headers=headers,
+        request_headers=logged,
         response_headers=list(response.headers) if response is not None else None,
         response_body=response.body.decode("utf-8", errors="replace")
         if response is not None

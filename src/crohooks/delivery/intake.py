@@ -2,16 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Any
+
+import structlog
 
 from crohooks import tracing
 from crohooks.clock import utc_now
 from crohooks.errors import DuplicateKey
+from crohooks.filters import EventView, FilterFailed, FilterInvalid, compile_filter
 from crohooks.model import AcceptedEvent, NewEvent
 from crohooks.store.intake import Intake
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+log = structlog.get_logger("crohooks.intake")
+
+
+def judge_event(
+    *, tenant_id: int, event_id: str, event: str, data: dict[str, Any]
+) -> Callable[[int, str], bool]:
+    """Whether each filtering hook gets this event (``store.intake.FilterJudge``).
+
+    A filter that fails to evaluate delivers the event (fail open: a filter must never
+    lose an event its hook may want) and says so in the log, without the event's data.
+    """
+    view = EventView(event, data)
+
+    def wants(hook_id: int, source: str) -> bool:
+        try:
+            return compile_filter(source).matches(view)
+        except (FilterFailed, FilterInvalid) as error:
+            log.warning(
+                "hook filter failed; delivering the event",
+                hook_id=hook_id,
+                tenant_id=tenant_id,
+                event_id=event_id,
+                hook_event=event,
+                error=str(error),
+            )
+            return True
+
+    return wants
 
 
 class EventIntake:

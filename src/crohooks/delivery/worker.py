@@ -112,6 +112,8 @@ class DeliveryWorker:
                             per_hook_cap=self._settings.per_hook_inflight,
                             lease=lease,
                             worker_id=self.worker_id,
+                            # Rate-limited hooks get send slots up to the next poll.
+                            rate_horizon=timedelta(seconds=self._settings.poll_interval),
                         ),
                         now=utc_now(),
                     )
@@ -173,6 +175,8 @@ class DeliveryWorker:
             await self._attempt(delivery, span)
 
     async def _attempt(self, delivery: ClaimedDelivery, span: Span | None) -> None:
+        if delivery.not_before is not None:  # the hook's rate limit gave it a later slot
+            await asyncio.sleep(max(0.0, (delivery.not_before - utc_now()).total_seconds()))
         sent = tracing.traceparent(span) if span is not None else None
         extra_headers = ordering_headers(delivery)
         if sent is not None and self._settings.trace_receivers:
@@ -188,6 +192,7 @@ class DeliveryWorker:
             hook_id=delivery.hook_id,
             timeout=self._settings.attempt_timeout,
             extra_headers=extra_headers or None,
+            receiver_headers=delivery.receiver_headers,
         )
         now = utc_now()
         response = result.response
@@ -267,19 +272,20 @@ class DeliveryWorker:
             await _wait_any(stop, timeout=MAINTENANCE_INTERVAL)
 
     async def maintain(self) -> None:
-        """Auto-deactivate hooks failing for too long; purge old deliveries in small batches."""
+        """Auto-disable hooks failing for too long; purge old deliveries in small batches."""
         now = utc_now()
         failing_for = timedelta(seconds=self._settings.auto_deactivate_after_seconds)
         for hook_id, tenant_id in await self._housekeeping.deactivate_failing_hooks(
             failing_for=failing_for, now=now
         ):
             log.warning(
-                "hook auto-deactivated",
+                "hook auto-disabled",
                 hook_id=hook_id,
                 tenant_id=tenant_id,
                 reason=f"every delivery failed for {failing_for}",
             )
         cutoff = now - timedelta(days=self._settings.retention_days)
+        await self._housekeeping.expire_held(older_than=cutoff, now=now)
         for _ in range(PURGE_BATCHES_PER_ROUND):
             if await self._housekeeping.purge(older_than=cutoff) == 0:
                 break

@@ -14,6 +14,7 @@ from crohooks.delivery.outbound import OutboundClient
 from crohooks.hooks.service import HookService
 from crohooks.model import Hook
 from crohooks.store.deliveries import DeliveryRepository
+from crohooks.store.hook_settings import HookSettingsRepository
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +30,14 @@ class PingService:
     def __init__(
         self,
         hooks: HookService,
+        settings: HookSettingsRepository,
         store: DeliveryRepository,
         client: OutboundClient,
         *,
         timeout: float,
     ) -> None:
         self._hooks = hooks
+        self._settings = settings
         self._store = store
         self._client = client
         self._timeout = timeout
@@ -43,7 +46,9 @@ class PingService:
         return await self.send(tenant_id, await self._hooks.get_active(tenant_id, hook_id))
 
     async def send(self, tenant_id: int, hook: Hook) -> PingResult:
-        """Ping a hook already read (``HookService.get_active``)."""
+        """Ping a hook already read (``HookService.get_active``), with its own headers and
+        receiver auth; a disabled hook is pinged too (it is how an owner tests a fix)."""
+        controls = await self._settings.get(tenant_id, hook.id)
         now = utc_now()
         delivery_id = str(uuid.uuid4())
         timestamp = to_cro(now)
@@ -67,6 +72,7 @@ class PingService:
             event="Ping",
             hook_id=hook.id,
             timeout=self._timeout,
+            receiver_headers=controls.outbound_headers() if controls is not None else None,
         )
         await self._store.record_ping(
             delivery_id=delivery_id,

@@ -42,12 +42,6 @@ _ONE = Statement.shared(
     " created_at, updated_at, deleted_at, last_http_success, last_http_fail"
     " FROM hooks WHERE tenant_id = :tenant_id AND id = :hook_id",
 )
-_ACTIVE = Statement.shared(
-    "hooks_active",
-    "SELECT id, tenant_id, url, secret, events, previous_secret, previous_secret_until,"
-    " created_at, updated_at, deleted_at, last_http_success, last_http_fail"
-    " FROM hooks WHERE tenant_id = :tenant_id AND deleted_at IS NULL ORDER BY id",
-)
 _COUNT = {
     None: Statement.shared(
         "hooks_count", "SELECT count(*) AS total FROM hooks WHERE tenant_id = :tenant_id"
@@ -174,11 +168,6 @@ class HookRepository:
             rows = await conn.fetch(_PAGE[deleted], params)
         total: int = counted["total"]
         return [_hook(row) for row in rows], total
-
-    @staticmethod
-    async def active_subscribed(conn: Connection, tenant_id: int, event: str) -> list[Hook]:
-        rows = await conn.fetch(_ACTIVE, {"tenant_id": tenant_id})
-        return [hook for hook in map(_hook, rows) if event in hook.events]
 
     async def update(
         self,

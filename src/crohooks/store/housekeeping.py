@@ -5,13 +5,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from crohooks.store.connector import Database, Statement
-from crohooks.store.hooks import HookRepository
+from crohooks.store.hook_settings import HookSettingsRepository
+
+AUTO_DISABLED_BY = "crohooks"
+"""``disabled_by`` of a hook that housekeeping disabled."""
 
 _FAILING_HOOKS = Statement.shared(
     "housekeeping_failing_hooks",
     """
     SELECT id, tenant_id FROM hooks
-    WHERE deleted_at IS NULL AND failing_since IS NOT NULL AND failing_since < :since
+    WHERE deleted_at IS NULL AND disabled_at IS NULL
+      AND failing_since IS NOT NULL AND failing_since < :since
     ORDER BY id""",
 )
 _OLD_FINISHED_DELIVERIES = Statement.shared(
@@ -36,6 +40,16 @@ _DELETE_OLD_EVENTS = Statement.shared(
         AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = e.id)
       LIMIT :batch)""",
 )
+_EXPIRE_HELD = Statement.shared(
+    "housekeeping_expire_held",
+    # A disabled hook's deliveries wait for it up to the retention period, no longer.
+    """
+    UPDATE deliveries SET status = 'cancelled', completed_at = :now, updated_at = :now,
+                          next_attempt_at = NULL, lease_expires_at = NULL, leased_by = NULL,
+                          last_message = 'expired while the hook was disabled'
+    WHERE status = 'pending' AND created_at < :older_than
+      AND hook_id IN (SELECT id FROM hooks WHERE disabled_at IS NOT NULL)""",
+)
 _COUNTS = Statement.shared(
     "housekeeping_counts", "SELECT status, count(*) AS total FROM deliveries GROUP BY status"
 )
@@ -48,17 +62,18 @@ class Housekeeping:
     async def deactivate_failing_hooks(
         self, *, failing_for: timedelta, now: datetime
     ) -> list[tuple[int, int]]:
-        """Soft-delete hooks that have failed without one success for ``failing_for``;
-        their ``(id, tenant_id)``."""
-        reason = f"auto-deactivated: no success for {failing_for}"
+        """Disable hooks that have failed without one success for ``failing_for``; their
+        ``(id, tenant_id)``. Disabled, not deleted: their deliveries wait and an owner can
+        enable them again."""
+        reason = f"auto-disabled: no success for {failing_for}"
         deactivated = []
         async with self._db.write() as conn:
             for row in await conn.fetch(_FAILING_HOOKS, {"since": now - failing_for}):
                 hook_id, tenant_id = row["id"], row["tenant_id"]
-                deleted = await HookRepository.soft_delete_in(
-                    conn, tenant_id, hook_id, now=now, reason=reason
+                disabled = await HookSettingsRepository.disable_in(
+                    conn, tenant_id, hook_id, reason=reason, by=AUTO_DISABLED_BY, now=now
                 )
-                if deleted is not None:
+                if disabled is not None:
                     deactivated.append((hook_id, tenant_id))
         return deactivated
 
@@ -73,6 +88,12 @@ class Housekeeping:
             await conn.execute_many(_DELETE_DELIVERY, rows)
             await conn.execute(_DELETE_OLD_EVENTS, {"older_than": older_than, "batch": batch})
         return len(rows)
+
+    async def expire_held(self, *, older_than: datetime, now: datetime) -> int:
+        """Cancel the deliveries disabled hooks have held past retention (``purge`` then
+        removes them); how many."""
+        async with self._db.write() as conn:
+            return await conn.execute(_EXPIRE_HELD, {"older_than": older_than, "now": now})
 
     async def counts(self) -> dict[str, int]:
         """Deliveries by status (the queue depth of /metrics)."""

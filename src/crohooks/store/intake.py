@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from crohooks.clock import to_cro
 from crohooks.errors import DuplicateKey
-from crohooks.model import AcceptedEvent, Hook, NewEvent
+from crohooks.model import AcceptedEvent, NewEvent
 from crohooks.store.connector import Connection, Database, Dialect, Statement
-from crohooks.store.hooks import HookRepository
 from crohooks.store.ordering import OrderingKey, next_sequences, settle_keys
 
 _EARLIER_EVENT = Statement.shared(
@@ -30,6 +29,13 @@ _INSERT_EVENT = Statement.shared(
     """
     INSERT INTO events (id, tenant_id, event, data, idempotency_key, hook_count, accepted_at)
     VALUES (:id, :tenant_id, :event, :data, :idempotency_key, :hook_count, :accepted_at)""",
+)
+# Every active hook of the tenant, read once per batch: which events each takes, and its
+# payload filter (hook settings), if any.
+_SUBSCRIBERS = Statement.shared(
+    "intake_subscribers",
+    "SELECT id, events, filter FROM hooks"
+    " WHERE tenant_id = :tenant_id AND deleted_at IS NULL ORDER BY id",
 )
 _INSERT_DELIVERY = Statement.shared(
     "intake_insert_delivery",
@@ -61,6 +67,22 @@ class BodyRenderer(Protocol):
     ) -> str: ...
 
 
+class FilterJudge(Protocol):
+    """Judges one event for the hooks that filter their events (``delivery.intake``): the
+    expression language is the delivery room's, so the store is handed it. The judge it
+    returns answers, for a hook id and its filter, whether that hook gets the event."""
+
+    def __call__(
+        self, *, tenant_id: int, event_id: str, event: str, data: dict[str, Any]
+    ) -> Callable[[int, str], bool]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Subscriber:
+    hook_id: int
+    filter: str | None
+
+
 @dataclass(slots=True)
 class _Batch:
     """The rows of one accepted batch, written together when the batch is complete."""
@@ -72,7 +94,9 @@ class _Batch:
     render_body: BodyRenderer
     trace_context: str | None
     """The intake's trace context (a W3C ``traceparent``), stored with each delivery."""
-    subscribers: dict[str, list[Hook]] = field(default_factory=dict)
+    judge: FilterJudge | None
+    subscribers: dict[str, list[_Subscriber]] | None = None
+    """By event name, read at the batch's first event."""
     keys: dict[str, AcceptedEvent] = field(default_factory=dict)
     event_rows: list[dict[str, Any]] = field(default_factory=list)
     delivery_rows: list[dict[str, Any]] = field(default_factory=list)
@@ -82,9 +106,14 @@ class _Batch:
 
 
 class Intake:
-    def __init__(self, db: Database, render_body: BodyRenderer) -> None:
+    def __init__(
+        self, db: Database, render_body: BodyRenderer, judge: FilterJudge | None = None
+    ) -> None:
+        """Without a ``judge``, hooks' payload filters are not applied (every subscribed
+        hook gets every event)."""
         self._db = db
         self._render_body = render_body
+        self._judge = judge
 
     async def accept(
         self,
@@ -95,15 +124,22 @@ class Intake:
         idempotency_window: timedelta,
         trace_context: str | None = None,
     ) -> list[AcceptedEvent]:
-        """Store events and one delivery per subscribed active hook, in one transaction.
+        """Store events and one delivery per subscribed active hook whose filter (if any)
+        takes the event, in one transaction.
 
-        The rows of the whole batch are written by two batched inserts at the end, and each
-        event type's subscribers are read once per batch. Workers are woken once it commits.
+        The rows of the whole batch are written by two batched inserts at the end, and the
+        tenant's hooks are read once per batch. Workers are woken once it commits.
         """
         timestamp = to_cro(now)
         assert timestamp is not None
         batch = _Batch(
-            tenant_id, self._db.dialect, now, timestamp, self._render_body, trace_context
+            tenant_id,
+            self._db.dialect,
+            now,
+            timestamp,
+            self._render_body,
+            trace_context,
+            self._judge,
         )
         try:
             async with self._db.write() as conn:
@@ -138,11 +174,15 @@ async def _accept_one(
             if existing["accepted_at"] > now - window:
                 return AcceptedEvent(existing["id"], existing["hook_count"], duplicate=True)
             await conn.execute(_RELEASE_KEY, {"id": existing["id"]})
-    subscribed = batch.subscribers.get(item.event)
-    if subscribed is None:
-        subscribed = await HookRepository.active_subscribed(conn, tenant_id, item.event)
-        batch.subscribers[item.event] = subscribed
+    if batch.subscribers is None:
+        batch.subscribers = await _subscribers(conn, tenant_id)
     event_id = str(uuid.uuid4())
+    subscribed = batch.subscribers.get(item.event, [])
+    if batch.judge is not None and any(hook.filter for hook in subscribed):
+        wants = batch.judge(
+            tenant_id=tenant_id, event_id=event_id, event=item.event, data=item.data
+        )
+        subscribed = [h for h in subscribed if h.filter is None or wants(h.hook_id, h.filter)]
     data_json = json.dumps(item.data, sort_keys=True)
     batch.event_rows.append(
         {
@@ -156,11 +196,12 @@ async def _accept_one(
         }
     )
     for hook in subscribed:
+        hook_id = hook.hook_id
         delivery_id = str(uuid.uuid4())
         row: dict[str, Any] = {
             "id": delivery_id,
             "tenant_id": tenant_id,
-            "hook_id": hook.id,
+            "hook_id": hook_id,
             "event_id": event_id,
             "event": item.event,
             "body": "",
@@ -176,7 +217,7 @@ async def _accept_one(
                 delivery_id=delivery_id,
                 event=item.event,
                 event_id=event_id,
-                hook_id=hook.id,
+                hook_id=hook_id,
                 tenant_id=tenant_id,
                 timestamp=batch.timestamp,
             )
@@ -189,6 +230,15 @@ async def _accept_one(
     if key is not None:
         batch.keys[key] = accepted
     return accepted
+
+
+async def _subscribers(conn: Connection, tenant_id: int) -> dict[str, list[_Subscriber]]:
+    by_event: dict[str, list[_Subscriber]] = {}
+    for row in await conn.fetch(_SUBSCRIBERS, {"tenant_id": tenant_id}):
+        subscriber = _Subscriber(row["id"], row["filter"])
+        for event in json.loads(row["events"]):
+            by_event.setdefault(event, []).append(subscriber)
+    return by_event
 
 
 async def _number_keyed(conn: Connection, batch: _Batch) -> list[OrderingKey]:

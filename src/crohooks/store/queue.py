@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from crohooks.model import ClaimedDelivery, ClaimPolicy, Outcome
 from crohooks.store.connector import Connection, Database, Row, Statement
+from crohooks.store.hook_settings import outbound_headers
 from crohooks.store.outcomes import record_outcomes
 
 # Due deliveries, oldest first, each with its hook and the number of its deliveries
@@ -34,20 +35,30 @@ _DUE_SQL = """
         SELECT hook_id, count(*) AS leased FROM deliveries
         WHERE status = 'pending' AND lease_expires_at IS NOT NULL AND lease_expires_at > :now
         GROUP BY hook_id),
+    -- Hook controls (settings): a disabled hook's deliveries wait in the queue, a hook's
+    -- own max_in_flight replaces the server's cap, and a rate-limited hook whose next send
+    -- slot is beyond the horizon waits too. All are held out of the scan.
+    held AS MATERIALIZED (
+        SELECT id AS hook_id FROM hooks
+        WHERE disabled_at IS NOT NULL OR rate_next_at >= :horizon
+        UNION ALL
+        SELECT f.hook_id FROM in_flight AS f JOIN hooks AS fh ON fh.id = f.hook_id
+        WHERE f.leased >= COALESCE(fh.max_in_flight, :cap)),
     first AS (
         SELECT id, tenant_id, hook_id, event, attempts, leased_by, next_attempt_at
         FROM deliveries
         WHERE status = 'pending' AND attempts = 0 AND next_attempt_at <= :now
-          AND hook_id NOT IN (SELECT hook_id FROM in_flight WHERE leased >= :cap)
+          AND hook_id NOT IN (SELECT hook_id FROM held)
         ORDER BY next_attempt_at LIMIT :limit {lock}),
     retries AS (
         SELECT id, tenant_id, hook_id, event, attempts, leased_by, next_attempt_at
         FROM deliveries
         WHERE status = 'pending' AND attempts > 0 AND next_attempt_at <= :now
-          AND hook_id NOT IN (SELECT hook_id FROM in_flight WHERE leased >= :cap)
+          AND hook_id NOT IN (SELECT hook_id FROM held)
         ORDER BY next_attempt_at LIMIT :limit {lock})
     SELECT d.id, d.tenant_id, d.hook_id, d.event, d.attempts, d.leased_by,
            h.url, h.secret, h.previous_secret, h.previous_secret_until, h.deleted_at,
+           h.headers, h.auth, h.max_in_flight, h.rate_per_second, h.rate_burst, h.rate_next_at,
            COALESCE(f.leased, 0) AS leased
     FROM (SELECT * FROM first UNION ALL SELECT * FROM retries) AS d
     JOIN hooks AS h ON h.id = d.hook_id
@@ -89,6 +100,10 @@ _LEASE = Statement(
                   redelivered""",
 )
 
+_RATE_MOVED = Statement.shared(
+    "queue_rate_moved", "UPDATE hooks SET rate_next_at = :next_at WHERE id = :hook_id"
+)
+
 _CANCEL_PENDING = Statement.shared(
     "queue_cancel_pending",
     """
@@ -114,8 +129,9 @@ class DeliveryQueue:
         """Lease up to ``policy.limit`` due deliveries.
 
         First attempts and retries are read side by side so a backlog of retries can't
-        starve fresh events, and no hook gets more than ``per_hook_cap`` deliveries in
-        flight across all workers. Claims are serialised (SQLite's BEGIN IMMEDIATE, a
+        starve fresh events, and no hook gets more than ``per_hook_cap`` deliveries (or its
+        own ``max_in_flight``) in flight across all workers; a disabled hook's deliveries
+        are not claimed, they wait. Claims are serialised (SQLite's BEGIN IMMEDIATE, a
         transaction-scoped advisory lock on PostgreSQL): counting a hook's leases and
         adding to them must not interleave with another worker doing the same, or both
         would see room under the cap and fill it twice.
@@ -124,15 +140,25 @@ class DeliveryQueue:
             return []
         async with self._db.write() as conn:
             await conn.execute(_SERIALIZE_CLAIMS)
+            horizon = now + policy.rate_horizon
             due = await conn.fetch(
-                _DUE, {"now": now, "limit": policy.limit * 4, "cap": policy.per_hook_cap}
+                _DUE,
+                {
+                    "now": now,
+                    "limit": policy.limit * 4,
+                    "cap": policy.per_hook_cap,
+                    "horizon": horizon,
+                },
             )
             in_flight = {row["hook_id"]: row["leased"] for row in due}
             first = [row for row in due if row["attempts"] == 0]
             retries = [row for row in due if row["attempts"] > 0]
-            chosen, deleted_hooks = _choose(_interleave(first, retries), in_flight, policy)
+            paced = _Pacing(now, horizon)
+            chosen, deleted_hooks = _choose(_interleave(first, retries), in_flight, policy, paced)
             if deleted_hooks:
                 await cancel_pending_deliveries(conn, deleted_hooks, now=now)
+            if paced.moved:
+                await conn.execute_many(_RATE_MOVED, paced.moved_rows())
             if not chosen:
                 return []
             expires = now + policy.lease
@@ -147,7 +173,14 @@ class DeliveryQueue:
             )
         by_id = {row["id"]: row for row in leased}
         return [
-            _claimed(row, by_id[row["id"]], policy=policy, expires=expires, now=now)
+            _claimed(
+                row,
+                by_id[row["id"]],
+                policy=policy,
+                expires=expires,
+                now=now,
+                not_before=paced.slots.get(row["id"]),
+            )
             for row in chosen
         ]
 
@@ -176,11 +209,50 @@ def _interleave(first: list[Row], retries: list[Row]) -> list[Row]:
     return merged
 
 
+class _Pacing:
+    """Send slots of rate-limited hooks, handed out by the (serialised) claim: GCRA.
+
+    A hook's ``rate_next_at`` is the earliest time its next delivery may be sent. Each
+    chosen delivery takes the next slot (now at the earliest) and moves it on by
+    1/``per_second``; ``burst`` slots may fall on the same instant. Slots up to the horizon
+    are handed out (the worker waits for its slot); the rest of the hook's deliveries stay
+    queued. The state lives in the database, so every worker of every process shares it.
+    """
+
+    def __init__(self, now: datetime, horizon: datetime) -> None:
+        self.now = now
+        self.horizon = horizon
+        self.slots: dict[str, datetime] = {}
+        self.moved: dict[int, datetime] = {}
+
+    def slot(self, row: Row) -> datetime | bool | None:
+        """The send time of this delivery; ``None``: not rate-limited; ``False``: no slot
+        before the horizon."""
+        per_second = row["rate_per_second"]
+        if per_second is None:
+            return None
+        hook_id = row["hook_id"]
+        interval = timedelta(seconds=1.0 / per_second)
+        tolerance = interval * (row["rate_burst"] or 0)
+        next_at = self.moved.get(hook_id, row["rate_next_at"])
+        # The theoretical arrival time of GCRA: next_at + tolerance, never in the past.
+        arrival = max(next_at + tolerance if next_at is not None else self.now, self.now)
+        send_at = max(self.now, arrival - tolerance)
+        if send_at >= self.horizon:
+            return False
+        self.moved[hook_id] = arrival + interval - tolerance
+        self.slots[row["id"]] = send_at
+        return send_at
+
+    def moved_rows(self) -> list[dict[str, Any]]:
+        return [{"hook_id": hook, "next_at": at} for hook, at in self.moved.items()]
+
+
 def _choose(
-    candidates: list[Row], in_flight: dict[int, int], policy: ClaimPolicy
+    candidates: list[Row], in_flight: dict[int, int], policy: ClaimPolicy, paced: _Pacing
 ) -> tuple[list[Row], list[int]]:
-    """The candidates to lease, in order, within each hook's cap; and the deleted hooks met
-    on the way (their deliveries are cancelled instead)."""
+    """The candidates to lease, in order, within each hook's cap and rate; and the deleted
+    hooks met on the way (their deliveries are cancelled instead)."""
     chosen: list[Row] = []
     deleted: set[int] = set()
     taken: dict[int, int] = defaultdict(int)
@@ -189,7 +261,10 @@ def _choose(
         if row["deleted_at"] is not None:
             deleted.add(hook_id)
             continue
-        if in_flight.get(hook_id, 0) + taken[hook_id] >= policy.per_hook_cap:
+        cap = row["max_in_flight"] or policy.per_hook_cap  # the hook's own, if set
+        if in_flight.get(hook_id, 0) + taken[hook_id] >= cap:
+            continue
+        if paced.slot(row) is False:
             continue
         taken[hook_id] += 1
         chosen.append(row)
@@ -199,7 +274,13 @@ def _choose(
 
 
 def _claimed(
-    row: Row, leased: Row, *, policy: ClaimPolicy, expires: datetime, now: datetime
+    row: Row,
+    leased: Row,
+    *,
+    policy: ClaimPolicy,
+    expires: datetime,
+    now: datetime,
+    not_before: datetime | None,
 ) -> ClaimedDelivery:
     previous, until = row["previous_secret"], row["previous_secret_until"]
     return ClaimedDelivery(
@@ -221,4 +302,6 @@ def _claimed(
         ordering_key=leased["ordering_key"],
         sequence=leased["sequence"],
         redelivered=bool(leased["redelivered"]),
+        receiver_headers=outbound_headers(row["headers"], row["auth"]),
+        not_before=not_before if not_before is not None and not_before > now else None,
     )

@@ -114,9 +114,29 @@ hooks = Table(
     Column("last_http_success", UTCDateTime),
     Column("last_http_fail", UTCDateTime),
     Column("failing_since", UTCDateTime),
+    # crohooks' own settings of a hook (migration 0007): GET/PATCH /hooks/{id}/settings.
+    Column("disabled_at", UTCDateTime),
+    Column("disabled_reason", String(200)),
+    Column("disabled_by", String(255)),
+    Column("headers", Text),
+    Column("auth", Text),
+    Column("max_in_flight", Integer),
+    Column("filter", Text),
+    # The rate limit (deliveries a second, burst) and its state: the earliest time the next
+    # delivery may be sent (GCRA), moved on by each claim.
+    Column("rate_per_second", Float),
+    Column("rate_burst", Integer),
+    Column("rate_next_at", UTCDateTime),
     # ``all`` or ``latest`` (migration 0008): see ``store/ordering.py``.
     Column("ordering", String(8), nullable=False, server_default=text("'all'")),
     Index("ix_hooks_tenant_id", "tenant_id", "id"),
+    # The claim passes over disabled hooks: this index holds only them.
+    Index(
+        "ix_hooks_disabled",
+        "id",
+        sqlite_where=text("disabled_at IS NOT NULL"),
+        postgresql_where=text("disabled_at IS NOT NULL"),
+    ),
     Index(
         "uq_hooks_active_url",
         "tenant_id",
