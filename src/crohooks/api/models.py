@@ -205,3 +205,10 @@ def delivery_detail_model(delivery: Delivery, attempts: list[Attempt]) -> dict[s
             for attempt in attempts
         ],
     }
+
+
+class PortalLinkModel(_Strict):
+    """``POST /portal/links``: whose portal session the link opens, and for how long."""
+
+    role: Literal["Admin", "Dispatcher"] | None = None
+    ttl_seconds: Annotated[int, Field(ge=1, le=86400)] | None = None

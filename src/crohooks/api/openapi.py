@@ -24,6 +24,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from crohooks.api.models import (
     CreateWebhookModel,
     HookEvent,
+    PortalLinkModel,
     PublishBatchModel,
     PublishEventModel,
     RecoverModel,
@@ -199,12 +200,20 @@ class RecoverResultModel(_Wire):
     recovered: int = Field(ge=0, description="failed deliveries queued again")
 
 
+class PortalLinkResultModel(_Wire):
+    """A one-time link into the tenant portal (docs/portal.md)."""
+
+    expires_at: CroTimestamp
+    url: str = Field(description="open it once, before expires_at, to start a portal session")
+
+
 _REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     CreateWebhookModel,
     UpdateWebhookModel,
     PublishEventModel,
     PublishBatchModel,
     RecoverModel,
+    PortalLinkModel,
 )
 _RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     ErrorModel,
@@ -219,6 +228,7 @@ _RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     DeliveryListModel,
     DeliveryDetailModel,
     RecoverResultModel,
+    PortalLinkResultModel,
 )
 
 # The host of a hook URL as the server takes it (hooks/rules.py, check_url): a name whose
@@ -471,6 +481,16 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=_CHANGE_HOOK,
         body=RecoverModel,
     ),
+    Operation(
+        "POST",
+        "/portal/links",
+        "create_portal_link",
+        "Create Portal Link",
+        "Portal",
+        response=PortalLinkResultModel,
+        errors=_TENANT,
+        body=PortalLinkModel,
+    ),
 )
 
 _TAGS = [
@@ -478,6 +498,10 @@ _TAGS = [
     {"name": "Tenants", "description": "CRO's tenants API (any authenticated role)"},
     {"name": "Events", "description": "crohooks' own: publishing events (System, Admin)"},
     {"name": "Deliveries", "description": "crohooks' own: the delivery log of a hook"},
+    {
+        "name": "Portal",
+        "description": "crohooks' own: links into the tenant portal (Admin, System)",
+    },
 ]
 
 _PARAMETERS: dict[str, dict[str, Any]] = {
