@@ -24,7 +24,7 @@ from pathlib import Path
 
 import uvloop
 
-from bench import api, backlog, delivery, latency, ping
+from bench import api, backlog, delivery, latency, ping, portal
 from bench.common import (
     BenchError,
     Row,
@@ -50,6 +50,8 @@ class Sizes:
     backlog: int
     latency_rates: tuple[int, ...]
     latency_seconds: float
+    portal_deliveries: int
+    portal_requests: int
 
 
 FULL = Sizes(
@@ -62,6 +64,8 @@ FULL = Sizes(
     backlog=1_000_000,
     latency_rates=(25, 50, 100, 250, 500, 1000),
     latency_seconds=15.0,
+    portal_deliveries=100_000,
+    portal_requests=100,
 )
 QUICK = Sizes(
     events=100,
@@ -73,6 +77,8 @@ QUICK = Sizes(
     backlog=20_000,
     latency_rates=(100, 250),
     latency_seconds=3.0,
+    portal_deliveries=10_000,
+    portal_requests=20,
 )
 
 
@@ -355,6 +361,45 @@ class Runner:
 
                     await self.step(title, run)
 
+    # -- 7. portal pages (issue 13) ---------------------------------------------------
+
+    async def portal(self) -> None:
+        for label, dialect in (("SQLite", "sqlite"), ("PostgreSQL", "postgresql")):
+            title = f"portal pages, {label}"
+            if dialect == "postgresql" and self.pg_problem:
+                self.skipped(title)
+                continue
+
+            async def run(label: str = label, dialect: str = dialect) -> None:
+                with self._database(dialect, f"portal-{dialect}") as url:
+                    figures = await portal.measure(
+                        self.subdir(f"portal-{dialect}"), url,
+                        deliveries=self.sizes.portal_deliveries,
+                        requests=self.sizes.portal_requests,
+                    )  # fmt: skip
+                worst = max(figures.log_p95, figures.hook_p95)
+                self.rows.append(
+                    Row(
+                        f"7. portal pages, {figures.deliveries:,} deliveries ({label})",
+                        f"log p95 {figures.log_p95:.1f} / hook p95 {figures.hook_p95:.1f} ms",
+                        f"API log p95 {figures.api_p95:.1f} ms",
+                        f"x{worst / figures.api_p95:.2f}",
+                        "p95 <= 100 ms",
+                        worst <= 100.0,
+                    )
+                )
+                self.notes.append(
+                    f"portal {label}: {figures.deliveries:,} deliveries written in "
+                    f"{figures.insert_seconds:.1f} s; {len(figures.log_ms)} requests a page, "
+                    "one at a time, in process (server time)"
+                )
+                print(
+                    f"  log p95 {figures.log_p95:.1f} ms, hook p95 {figures.hook_p95:.1f} ms, "
+                    f"API p95 {figures.api_p95:.1f} ms"
+                )
+
+            await self.step(title, run)
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -362,7 +407,7 @@ def main() -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["delivery", "ping", "api", "backlog", "latency"],
+        choices=["delivery", "ping", "api", "backlog", "latency", "portal"],
         help="run only these (repeatable)",
     )
     parser.add_argument("--markdown", type=Path, help="also write the results as Markdown")
@@ -389,6 +434,8 @@ def main() -> int:
             await runner.backlog()
         if runner.wanted("latency"):
             await runner.latency()
+        if runner.wanted("portal"):
+            await runner.portal()
 
     try:
         uvloop.run(everything())

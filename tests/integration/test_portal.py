@@ -403,7 +403,7 @@ async def test_the_hook_page_charts_outcomes_and_durations(
     assert len(re.findall(r'data-status="failed"', page.text)) == 1
     assert "2 succeeded" in page.text
     assert "1 failed" in page.text
-    assert re.search(r"over 3 attempts:\s+p50 [0-9.]+ ms,\s+p99 [0-9.]+ ms", page.text)
+    assert re.search(r"latest 3 attempts:\s+p50 [0-9.]+ ms,\s+p99 [0-9.]+ ms", page.text)
     listed = await visitor.page("/portal/hooks")
     assert "66.7 % (2/3)" in listed.text
 

@@ -11,6 +11,8 @@ from crohooks.model import Delivery, DeliveryStatus
 from crohooks.store.insights import Durations, Insights, LogFilter
 
 HOURS_SHOWN = 24
+LATEST_ATTEMPTS = 1000
+"""The attempt durations' percentiles are those of the latest attempts, at most this many."""
 CHARTED = (DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED, DeliveryStatus.PENDING)
 
 
@@ -50,16 +52,18 @@ class HookInsights:
     async def health(self, tenant_id: int, hook_id: int, *, now: datetime) -> HookHealth:
         await self._hooks.get(tenant_id, hook_id)
         start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=HOURS_SHOWN - 1)
-        counted = await self._insights.hourly_outcomes(tenant_id, hook_id, since=start)
+        counted = await self._insights.hourly_outcomes(
+            tenant_id, hook_id, start=start, hours=HOURS_SHOWN
+        )
         hours = [
             HourCount(
                 start=start + timedelta(hours=hour),
-                counts={status.value: counted.get((hour, status.value), 0) for status in CHARTED},
+                counts={status.value: found.get(status.value, 0) for status in CHARTED},
             )
-            for hour in range(HOURS_SHOWN)
+            for hour, found in enumerate(counted)
         ]
         durations = await self._insights.durations(
-            tenant_id, hook_id, since=now - timedelta(hours=HOURS_SHOWN)
+            tenant_id, hook_id, since=now - timedelta(hours=HOURS_SHOWN), latest=LATEST_ATTEMPTS
         )
         return HookHealth(hours=hours, durations=durations)
 

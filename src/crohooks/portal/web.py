@@ -38,7 +38,7 @@ from crohooks.model import DeliveryStatus, Hook, NewEvent
 from crohooks.portal.access import PortalSession
 from crohooks.portal.chart import hourly_chart
 from crohooks.services import Services
-from crohooks.store.insights import LogFilter
+from crohooks.store.insights import COUNT_BOUND, LogFilter
 
 COOKIE = "crohooks_portal"
 PREFIX = "/portal"
@@ -485,8 +485,9 @@ async def deliveries(request: Request) -> Response:
         hook=hook,
         rows=rows,
         total=total,
+        more=total > max(COUNT_BOUND, page * PAGE_SIZE),
         page=page,
-        pages=max(1, -(-total // PAGE_SIZE)),
+        has_older=total > page * PAGE_SIZE,
         query=lambda number: urlencode({**kept, "page": number}),
         selected=request.query_params,
         statuses=[s.value for s in DeliveryStatus],
