@@ -3,8 +3,9 @@ success rates, and the delivery log searched by status, event, time and id."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from crohooks.model import Delivery
 from crohooks.store.connector import Database, Statement
@@ -43,25 +44,38 @@ _RECENT_DURATIONS = Statement.shared(
       AND deliveries.created_at >= :since
     ORDER BY deliveries.created_at DESC LIMIT :limit""",
 )
-# Each filter matches everything when its parameter is NULL (``COALESCE(:x, column)``); the
-# time range is always bound, from the first to the last day a datetime can name.
-_FILTERS = """
-    WHERE tenant_id = :tenant_id AND hook_id = :hook_id
-      AND status = COALESCE(:status, status) AND event = COALESCE(:event, event)
-      AND created_at >= :since AND created_at < :until
-      AND (id = COALESCE(:search, id) OR event_id = :search)"""
-# Counted up to a bound: past it the page says "more than", and a busy hook's log costs a
-# short index range rather than a count of every row.
-_SEARCH_COUNT = Statement.shared(
-    "insight_search_count",
-    f"""SELECT count(*) AS total FROM (
-        SELECT 1 FROM deliveries {_FILTERS} LIMIT :bound) AS matching""",  # noqa: S608
-)
-_SEARCH_PAGE = Statement.shared(
-    "insight_search_page",
-    f"""SELECT {_COLUMNS} FROM deliveries {_FILTERS}
-    ORDER BY created_at DESC, id LIMIT :limit OFFSET :offset""",  # noqa: S608
-)
+# The log's statements name only the filters a search uses: a filter written to match
+# everything when unused (``status = COALESCE(:status, status)``) hides from the planner
+# that the newest rows of the (hook_id, created_at) index answer the page at once.
+_CONDITIONS = {
+    "status": "status = :status",
+    "event": "event = :event",
+    "since": "created_at >= :since",
+    "until": "created_at < :until",
+    "search": "(id = :search OR event_id = :search)",
+}
+
+
+@functools.cache
+def _search_statements(used: tuple[str, ...]) -> tuple[Statement, Statement]:
+    """The count and page statements of a search using the filters ``used``."""
+    where = " AND ".join(
+        ("tenant_id = :tenant_id", "hook_id = :hook_id", *(_CONDITIONS[name] for name in used))
+    )
+    label = "_".join(used) or "all"
+    count = Statement.shared(
+        f"insight_search_count_{label}",
+        f"""SELECT count(*) AS total FROM (
+            SELECT 1 FROM deliveries WHERE {where} LIMIT :bound) AS matching""",  # noqa: S608
+    )
+    page = Statement.shared(
+        f"insight_search_page_{label}",
+        f"""SELECT {_COLUMNS} FROM deliveries WHERE {where}
+        ORDER BY created_at DESC, id LIMIT :limit OFFSET :offset""",  # noqa: S608
+    )
+    return count, page
+
+
 _FAILED_IN_WINDOW = Statement.shared(
     "insight_failed_window",
     """
@@ -70,8 +84,6 @@ _FAILED_IN_WINDOW = Statement.shared(
       AND event <> 'Ping' AND created_at >= :since AND created_at < :until""",
 )
 COUNT_BOUND = 10_000
-_EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
-_LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 
 
 def _percentile(ordered: list[float], share: float) -> float:
@@ -103,7 +115,7 @@ class Insights:
         self, tenant_id: int, hook_id: int, *, start: datetime, hours: int
     ) -> list[dict[str, int]]:
         """Per hour from ``start``, oldest first: ``status -> deliveries created then``."""
-        found: list[dict[str, int]] = []
+        found: list[dict[str, int]] = [{} for _ in range(hours)]
         async with self._db.read() as conn:
             for hour in range(hours):
                 rows = await conn.fetch(
@@ -115,7 +127,7 @@ class Insights:
                         "until": start + timedelta(hours=hour + 1),
                     },
                 )
-                found.append({row["status"]: int(row["total"]) for row in rows})
+                found[hour] = {row["status"]: int(row["total"]) for row in rows}
         return found
 
     async def success_rates(self, tenant_id: int, *, since: datetime) -> dict[int, tuple[int, int]]:
@@ -141,20 +153,25 @@ class Insights:
     ) -> tuple[list[Delivery], int]:
         """A page of the matching deliveries, newest first, and how many match, counted up
         to ``COUNT_BOUND`` (a count of more means "more than that")."""
+        given = {
+            "status": found.status,
+            "event": found.event,
+            "since": found.since,
+            "until": found.until,
+            "search": found.search,
+        }
+        used = tuple(name for name, value in given.items() if value is not None)
+        count, page = _search_statements(used)
         which = {
             "tenant_id": tenant_id,
             "hook_id": hook_id,
-            "status": found.status,
-            "event": found.event,
-            "since": found.since or _EARLIEST,
-            "until": found.until or _LATEST,
-            "search": found.search,
+            **{name: given[name] for name in used},
         }
         async with self._db.read() as conn:
             [counted] = await conn.fetch(
-                _SEARCH_COUNT, {**which, "bound": max(COUNT_BOUND, offset + limit) + 1}
+                count, {**which, "bound": max(COUNT_BOUND, offset + limit) + 1}
             )
-            rows = await conn.fetch(_SEARCH_PAGE, {**which, "limit": limit, "offset": offset})
+            rows = await conn.fetch(page, {**which, "limit": limit, "offset": offset})
         return [Delivery(**row) for row in rows], int(counted["total"])
 
     async def failed_in_window(
