@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from crohooks.services import Services
-from tests.conftest import api_client
+from tests.conftest import api_client, make_settings
 from tests.support.delivery import deliver_until_idle
 from tests.support.portal import PortalVisitor, code_of
 from tests.support.receiver import Receiver, Reply
@@ -122,6 +122,21 @@ async def test_the_cookie_is_secure_over_https(services: Services, auth: Auth) -
         http.base_url = httpx.URL("https://crohooks.test")
         url = await _link(http, auth)
         entered = await http.post("/portal/enter", data={"code": code_of(url)})
+    assert "secure" in entered.headers["set-cookie"].lower()
+
+
+async def test_the_cookie_is_secure_behind_a_proxy_that_ends_tls(
+    database_url: str, auth: Auth
+) -> None:
+    settings = make_settings(database_url, portal_base_url="https://hooks.example.com")
+    built = Services.build(settings)
+    try:
+        async with api_client(built) as http:
+            url = await _link(http, auth)
+            assert url.startswith("https://hooks.example.com/portal/enter?code=")
+            entered = await http.post("/portal/enter", data={"code": code_of(url)})
+    finally:
+        await built.aclose()
     assert "secure" in entered.headers["set-cookie"].lower()
 
 

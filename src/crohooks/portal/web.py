@@ -233,11 +233,18 @@ async def enter(request: Request) -> Response:
         created.token,
         max_age=max(lifetime, 1),
         path=PREFIX,
-        secure=request.url.scheme == "https",
+        secure=_served_over_https(request),
         httponly=True,
         samesite="strict",
     )
     return response
+
+
+def _served_over_https(request: Request) -> bool:
+    """The request's own scheme, or the configured address browsers use (a proxy that
+    ends TLS in front of crohooks may forward plain HTTP)."""
+    base = _services(request).settings.portal_base_url or ""
+    return request.url.scheme == "https" or base.lower().startswith("https://")
 
 
 async def sign_out(request: Request) -> Response:
