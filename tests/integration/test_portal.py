@@ -200,6 +200,17 @@ async def test_sign_out_ends_the_session_on_the_server(
     assert (await client.get("/portal/hooks")).status_code == 401
 
 
+async def test_an_unknown_portal_path_is_an_html_404(
+    visitor: PortalVisitor, client: httpx.AsyncClient
+) -> None:
+    missing = await client.get("/portal/nowhere")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("text/html")
+    assert "no page at /portal/nowhere" in missing.text
+    wrong_method = await client.delete("/portal/hooks")
+    assert wrong_method.status_code == 405
+
+
 async def test_every_page_carries_the_content_security_policy(
     visitor: PortalVisitor, client: httpx.AsyncClient
 ) -> None:

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -31,7 +32,7 @@ from crohooks.api.request import authorize, enforce_rate_limit, read_limited, va
 from crohooks.auth.principal import HOOK_ROLES, PUBLISH_ROLES
 from crohooks.clock import utc_now
 from crohooks.delivery.insights import HOURS_SHOWN
-from crohooks.errors import ApiError, BadRequest, Forbidden, NotFound
+from crohooks.errors import ApiError, BadRequest, Forbidden, MethodNotAllowed, NotFound
 from crohooks.hooks.rules import HOOK_EVENTS, PUBLISHABLE_EVENTS, generate_secret
 from crohooks.hooks.service import HookChanges
 from crohooks.model import DeliveryStatus, Hook, NewEvent
@@ -603,6 +604,16 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return response
 
 
+async def _no_route(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error: ApiError = (
+        MethodNotAllowed(f"{request.method} is not allowed on this path")
+        if exc.status_code == 405
+        else NotFound(f"no page at {request.url.path}")
+    )
+    return await _api_error(request, error)
+
+
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -635,6 +646,7 @@ def create_portal(services: Services) -> ASGIApp:
             SignedOut: _signed_out,
             CsrfRefused: _csrf_refused,
             ApiError: _api_error,
+            HTTPException: _no_route,
         },
     )
     portal.state.services = services
