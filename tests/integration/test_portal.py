@@ -345,6 +345,26 @@ async def test_a_dispatcher_session_may_not_publish(
     assert (await client.get("/hooks/1/deliveries", headers=auth())).json()["total_count"] == 0
 
 
+async def test_a_test_event_follows_the_apis_rules(
+    visitor: PortalVisitor, client: httpx.AsyncClient, auth: Auth, receiver: Receiver
+) -> None:
+    made = await visitor.submit("/portal/hooks", {"url": receiver.url, "events": ["Job"]})
+    events = f"{made.headers['location']}/events"
+    for form, text in (
+        ({"event": "Job", "data": '{"n": NaN}'}, "malformed JSON: NaN is not valid JSON"),
+        ({"event": "Job", "data": "[1]"}, "the body must be a JSON object"),
+        ({"event": "Ping", "data": "{}"}, "event: Input should be"),
+    ):
+        refused = await visitor.submit(events, form)
+        assert refused.status_code == 400, form
+        assert text in refused.text, refused.text
+    sent = await visitor.submit(events, {"event": "Job", "data": '{"n": 1}'})
+    assert sent.status_code == 200
+    assert "queued for 1 hook(s)" in sent.text
+    log = await client.get("/hooks/1/deliveries", headers=auth())
+    assert log.json()["total_count"] == 1
+
+
 async def test_a_session_without_a_hook_role_sees_no_hooks(
     services: Services, client: httpx.AsyncClient
 ) -> None:

@@ -4,7 +4,6 @@ sends the forms with the page's CSRF token."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from html import unescape
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,6 +48,3 @@ class PortalVisitor:
         if csrf:
             fields["csrf_token"] = self.csrf
         return await self.client.post(path, data=fields, **kwargs)
-
-
-LinkFactory = Callable[..., Any]

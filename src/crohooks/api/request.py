@@ -300,6 +300,11 @@ async def json_object(request: Request, *, limit: int, model_name: str) -> dict[
             "Content-Type must be application/json", field=f"{HEADERS_MODEL}.Content-Type"
         )
     raw = await _read_limited(request, limit)
+    return parse_json_object(raw, model_name=model_name)
+
+
+def parse_json_object(raw: bytes, *, model_name: str) -> dict[str, Any]:
+    """A JSON object, by the API's rules: no NaN or Infinity, bounded numbers and depth."""
     if not raw.strip():
         raise BadRequest("a JSON body is required", field=model_name)
     try:

@@ -8,9 +8,7 @@ Every page reads and writes through the API's own services and its role checks
 from __future__ import annotations
 
 import hmac
-import json
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -27,8 +25,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crohooks.api.models import CreateWebhookModel, UpdateWebhookModel
-from crohooks.api.request import authorize, enforce_rate_limit, read_limited, validate
+from crohooks.api.models import CreateWebhookModel, PublishEventModel, UpdateWebhookModel
+from crohooks.api.request import (
+    authorize,
+    enforce_rate_limit,
+    parse_json_object,
+    read_limited,
+    validate,
+)
 from crohooks.auth.principal import HOOK_ROLES, PUBLISH_ROLES
 from crohooks.clock import utc_now
 from crohooks.delivery.insights import HOURS_SHOWN
@@ -412,18 +416,10 @@ async def hook_publish(request: Request) -> Response:
     authorize(session.principal, session.tenant_id, PUBLISH_ROLES)
     svc = _services(request)
     hook = await svc.hooks.get(session.tenant_id, _hook_id(request))
-    event = form.get("event") or ""
-    if event not in PUBLISHABLE_EVENTS:
-        raise BadRequest(
-            "event must be one of " + ", ".join(PUBLISHABLE_EVENTS), field="PublishEventModel.event"
-        )
-    try:
-        data = json.loads(form.get("data") or "{}")
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        raise BadRequest("data must be a JSON object", field="PublishEventModel.data")
-    [accepted] = await svc.intake.publish(session.tenant_id, [NewEvent(event=event, data=data)])
+    data = parse_json_object((form.get("data") or "{}").encode(), model_name="PublishEventModel")
+    model = validate(PublishEventModel, {"event": form.get("event") or "", "data": data})
+    event = NewEvent(event=model.event, data=model.data)
+    [accepted] = await svc.intake.publish(session.tenant_id, [event])
     return await _hook_page(request, session, hook, published=accepted)
 
 
@@ -612,9 +608,6 @@ async def _no_route(request: Request, exc: Exception) -> Response:
         else NotFound(f"no page at {request.url.path}")
     )
     return await _api_error(request, error)
-
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 def create_portal(services: Services) -> ASGIApp:
