@@ -24,7 +24,7 @@ from pathlib import Path
 
 import uvloop
 
-from bench import api, backlog, delivery, latency, ping
+from bench import api, backlog, delivery, latency, ping, portal
 from bench.common import (
     BenchError,
     Row,
@@ -52,6 +52,8 @@ class Sizes:
     latency_seconds: float
     ordered_events: int
     ordered_hooks: int
+    portal_deliveries: int
+    portal_requests: int
 
 
 FULL = Sizes(
@@ -66,6 +68,8 @@ FULL = Sizes(
     latency_seconds=15.0,
     ordered_events=5000,
     ordered_hooks=4,
+    portal_deliveries=100_000,
+    portal_requests=100,
 )
 QUICK = Sizes(
     events=100,
@@ -79,6 +83,8 @@ QUICK = Sizes(
     latency_seconds=3.0,
     ordered_events=2000,
     ordered_hooks=2,
+    portal_deliveries=10_000,
+    portal_requests=20,
 )
 
 
@@ -472,6 +478,45 @@ class Runner:
 
                     await self.step(title, run)
 
+    # -- 8. portal pages (issue 13) ---------------------------------------------------
+
+    async def portal(self) -> None:
+        for label, dialect in (("SQLite", "sqlite"), ("PostgreSQL", "postgresql")):
+            title = f"portal pages, {label}"
+            if dialect == "postgresql" and self.pg_problem:
+                self.skipped(title)
+                continue
+
+            async def run(label: str = label, dialect: str = dialect) -> None:
+                with self._database(dialect, f"portal-{dialect}") as url:
+                    figures = await portal.measure(
+                        self.subdir(f"portal-{dialect}"), url,
+                        deliveries=self.sizes.portal_deliveries,
+                        requests=self.sizes.portal_requests,
+                    )  # fmt: skip
+                worst = max(figures.log_p95, figures.hook_p95)
+                self.rows.append(
+                    Row(
+                        f"8. portal pages, {figures.deliveries:,} deliveries ({label})",
+                        f"log p95 {figures.log_p95:.1f} / hook p95 {figures.hook_p95:.1f} ms",
+                        f"API log p95 {figures.api_p95:.1f} ms",
+                        f"x{worst / figures.api_p95:.2f}",
+                        "p95 <= 100 ms",
+                        worst <= 100.0,
+                    )
+                )
+                self.notes.append(
+                    f"portal {label}: {figures.deliveries:,} deliveries written in "
+                    f"{figures.insert_seconds:.1f} s; {len(figures.log_ms)} requests a page, "
+                    "one at a time, in process (server time)"
+                )
+                print(
+                    f"  log p95 {figures.log_p95:.1f} ms, hook p95 {figures.hook_p95:.1f} ms, "
+                    f"API p95 {figures.api_p95:.1f} ms"
+                )
+
+            await self.step(title, run)
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -479,7 +524,7 @@ def main() -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["delivery", "filters", "ping", "api", "backlog", "latency", "ordered"],
+        choices=["delivery", "filters", "ping", "api", "backlog", "latency", "ordered", "portal"],
         help="run only these (repeatable)",
     )
     parser.add_argument("--markdown", type=Path, help="also write the results as Markdown")
@@ -510,6 +555,8 @@ def main() -> int:
             await runner.latency()
         if runner.wanted("ordered"):
             await runner.ordered()
+        if runner.wanted("portal"):
+            await runner.portal()
 
     try:
         uvloop.run(everything())

@@ -9,10 +9,20 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount
 
 from crohooks import __version__
-from crohooks.api import deliveries, events, hook_settings, hooks, ops, ordering, tenants
+from crohooks.api import (
+    deliveries,
+    events,
+    hook_settings,
+    hooks,
+    ops,
+    ordering,
+    portal_links,
+    tenants,
+)
 from crohooks.api.openapi import install_openapi
 from crohooks.api.telemetry import RequestTelemetry
 from crohooks.api.wire import MethodTable, WireMiddleware, error_response
@@ -26,6 +36,7 @@ from crohooks.errors import (
     ServiceUnavailable,
 )
 from crohooks.heap import freeze_startup_objects
+from crohooks.portal.web import create_portal
 from crohooks.services import Services
 from crohooks.settings import Settings
 
@@ -70,10 +81,13 @@ def create_app(
         deliveries.router,
         hook_settings.router,
         ordering.router,
+        portal_links.router,
     )
     for router in routers:
         app.include_router(router)
     app.include_router(ops.router)
+    app.add_route("/portal", _to_portal, include_in_schema=False)
+    app.router.routes.append(Mount("/portal", create_portal(built)))
     install_openapi(app)
 
     app.add_exception_handler(ApiError, _api_error)
@@ -85,6 +99,10 @@ def create_app(
     )
     app.add_middleware(RequestTelemetry)
     return app
+
+
+async def _to_portal(request: Request) -> Response:
+    return RedirectResponse("/portal/", status_code=307)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

@@ -61,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--tenant", type=int, action="append", required=True)
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.add_argument("--client-id")
+
+    link = commands.add_parser("portal-link", help="print one portal link (docs/portal.md)")
+    link.add_argument("--tenant", type=int, required=True)
+    link.add_argument("--role", choices=("Admin", "Dispatcher"), default="Admin")
+    link.add_argument("--ttl", type=int, help="lifetime in seconds (default 600)")
+    link.add_argument("--base-url", help="where browsers reach crohooks")
     return parser
 
 
@@ -114,6 +120,27 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                 tenants=args.tenant,
                 ttl_seconds=args.ttl,
                 client_id=args.client_id,
+            )
+        )
+        return 0
+    if args.command == "portal-link":
+        from crohooks.portal.links import issue_portal_link
+
+        if args.ttl is not None and not 1 <= args.ttl <= 86400:
+            raise ValueError("--ttl must be from 1 to 86400 seconds")
+        if settings.is_sqlite:
+            from crohooks.store.migrate import migrate
+
+            migrate(settings.database_url)
+        print(
+            asyncio.run(
+                issue_portal_link(
+                    settings,
+                    tenant_id=args.tenant,
+                    role=args.role,
+                    ttl_seconds=args.ttl or settings.portal_link_ttl_seconds,
+                    base_url=args.base_url,
+                )
             )
         )
         return 0

@@ -23,6 +23,7 @@ from crohooks.auth.principal import Role
 from crohooks.clock import utc_now
 from crohooks.errors import ConfigurationError, DuplicateKey
 from crohooks.model import Tenant
+from crohooks.portal.links import issue_portal_link
 from crohooks.settings import Settings
 from crohooks.store.connect import redacted
 
@@ -55,7 +56,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"crohooks demo: {error}", file=sys.stderr)
         return 2
     notes = [f"{migration}.", *notes]
-    print(banner(settings, token, notes, base_url=_base_url(args.host, args.port)), flush=True)
+    base_url = _base_url(args.host, args.port)
+    link = asyncio.run(
+        issue_portal_link(
+            settings,
+            tenant_id=DEMO_TENANT_ID,
+            role="Admin",
+            ttl_seconds=settings.portal_link_ttl_seconds,
+            base_url=base_url,
+        )
+    )
+    print(banner(settings, token, notes, base_url=base_url, portal_link=link), flush=True)
 
     from crohooks.cli import serve
 
@@ -140,7 +151,14 @@ def _base_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-def banner(settings: Settings, token: str, notes: Sequence[str], *, base_url: str) -> str:
+def banner(
+    settings: Settings,
+    token: str,
+    notes: Sequence[str],
+    *,
+    base_url: str,
+    portal_link: str | None = None,
+) -> str:
     auth = '-H "Authorization: Bearer $CROHOOKS_TOKEN"'
     tenant = f"-H 'x-tenant-id: {DEMO_TENANT_ID}'"
     json_body = "-H 'Content-Type: application/json'"
@@ -166,9 +184,16 @@ def banner(settings: Settings, token: str, notes: Sequence[str], *, base_url: st
         f"curl -s {auth} {tenant} {base_url}/hooks/1/ping",
         "# publish an event to every hook of the tenant that subscribes to it",
         f"curl -s -X POST {auth} {tenant} {json_body} -d {event_body} {base_url}/events",
-        "",
-        "Serving with an in-process delivery worker; Ctrl-C stops.",
     ]
+    if portal_link is not None:
+        minutes = settings.portal_link_ttl_seconds // 60
+        lines += [
+            "",
+            f"Or open the tenant portal in a browser (one use, within {minutes} min; a new one:",
+            f"crohooks portal-link --tenant {DEMO_TENANT_ID}):",
+            portal_link,
+        ]
+    lines += ["", "Serving with an in-process delivery worker; Ctrl-C stops."]
     return "\n".join(lines)
 
 

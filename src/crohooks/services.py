@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from crohooks.admission import Admission, DatabaseAdmission, LocalAdmission
 from crohooks.auth.verifier import TokenVerifier, build_verifier
 from crohooks.delivery.body import render_delivery_body
+from crohooks.delivery.insights import HookInsights
 from crohooks.delivery.intake import EventIntake, judge_event
 from crohooks.delivery.log import DeliveryLog
 from crohooks.delivery.outbound import OutboundClient
 from crohooks.hooks.ping import PingService
 from crohooks.hooks.service import HookService
 from crohooks.hooks.settings import HookSettingsService
+from crohooks.portal.access import PortalAccess
 from crohooks.ratelimit import DatabaseRateLimiter, MemoryRateLimiter, RateLimiter
 from crohooks.settings import Settings
 from crohooks.store.connect import open_database
@@ -21,7 +24,9 @@ from crohooks.store.deliveries import DeliveryRepository
 from crohooks.store.hook_settings import HookSettingsRepository
 from crohooks.store.hooks import HookRepository
 from crohooks.store.housekeeping import Housekeeping
+from crohooks.store.insights import Insights
 from crohooks.store.intake import Intake
+from crohooks.store.portal import PortalRepository
 from crohooks.store.queue import DeliveryQueue
 from crohooks.store.ratelimits import RateLimitCounters
 from crohooks.store.tenants import TenantRepository
@@ -45,6 +50,8 @@ class Services:
     delivery_log: DeliveryLog
     rate_limiter: RateLimiter
     admission: Admission
+    insights: HookInsights
+    portal: PortalAccess
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -81,6 +88,11 @@ class Services:
             delivery_log=DeliveryLog(hooks, deliveries),
             rate_limiter=rate_limiter,
             admission=admission,
+            insights=HookInsights(hooks, Insights(db)),
+            portal=PortalAccess(
+                PortalRepository(db),
+                session_lifetime=timedelta(seconds=settings.portal_session_seconds),
+            ),
         )
 
     async def aclose(self) -> None:

@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     worker_metrics_port: int | None = None
     worker_metrics_host: str = "127.0.0.1"
 
+    # Portal (docs/portal.md)
+    portal_link_ttl_seconds: int = Field(default=600, ge=1, le=86400)
+    portal_session_seconds: int = Field(default=8 * 3600, ge=60)
+    portal_base_url: str | None = None
+    """Where browsers reach this service (``https://hooks.example.com``), for the links of
+    ``POST /portal/links`` and ``crohooks portal-link``; unset: the request's own address."""
+
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"
 

@@ -269,6 +269,36 @@ def test_serve_accepts_tokens_minted_by_the_cli_across_restarts(
         ]
 
 
+def _assert_opens_a_portal_session(link: str, base_url: str, role: str) -> None:
+    code = link.split("code=", 1)[1]
+    with httpx.Client(trust_env=False, timeout=10.0) as http:
+        entered = http.post(f"{base_url}/portal/enter", data={"code": code})
+        assert entered.status_code == 303, entered.text
+        page = http.get(f"{base_url}/portal/hooks")
+        assert page.status_code == 200
+        assert f"Tenant 34 · operator ({role})" in page.text
+
+
+@pytest.mark.slow
+def test_portal_link_prints_one_link_that_serve_redeems(workdir: Path, env: dict[str, str]) -> None:
+    port = free_port()
+    serve = [sys.executable, "-m", "crohooks.cli", "serve", "--port", str(port), "--no-worker"]
+    with running(serve, cwd=workdir, env=env, port=port) as base_url:
+        printed = crohooks(
+            "portal-link", "--tenant", "34", "--role", "Dispatcher", "--ttl", "60",
+            "--base-url", base_url, cwd=workdir, env=env,
+        )  # fmt: skip
+        assert printed.returncode == 0, printed.stderr
+        lines = printed.stdout.split("\n")
+        assert len(lines) == 2
+        assert lines[1] == ""
+        assert lines[0].startswith(f"{base_url}/portal/enter?code=")
+        _assert_opens_a_portal_session(lines[0], base_url, "Dispatcher")
+    refused = crohooks("portal-link", "--tenant", "34", "--ttl", "0", cwd=workdir, env=env)
+    assert refused.returncode == 2
+    assert "--ttl" in refused.stderr
+
+
 def _head_revision() -> str:
     (head,) = ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()
     return head
@@ -348,6 +378,9 @@ def test_demo_prints_a_working_token_and_curl_lines(workdir: Path) -> None:
         assert [(t["id"], t["name"], t["code"]) for t in tenants.json()["results"]] == [
             (34, "Demo Courier", "DEMO")
         ]
+        (link,) = [line for line in text.splitlines() if "/portal/enter?code=" in line]
+        assert link.startswith(f"{base_url}/portal/enter?code=")
+        _assert_opens_a_portal_session(link, base_url, "Admin")
 
     assert (workdir / "crohooks.db").exists()
     assert (workdir / "crohooks.db.jwt-secret").exists()

@@ -228,6 +228,10 @@ async def test_real_responses_match_the_document(
     await call("PATCH", settings, f"{hook_path}/settings", 409, json={"max_in_flight": 1})
     await call("GET", "/hooks/{hook_id}/ping", f"{hook_path}/ping", 404)
     await call("GET", "/tenants", "/tenants", 200)
+    links = "/portal/links"
+    await call("POST", links, links, 200, json={"role": "Dispatcher", "ttl_seconds": 60})
+    await call("POST", links, links, 400, json={"role": "Driver"})
+    await call("POST", links, links, 403, json={}, headers=auth(roles=["Dispatcher"]))
 
     assert {(method, template) for method, template, _ in seen} == {
         (op.method, op.path) for op in OPERATIONS

@@ -363,3 +363,10 @@ def hook_settings_model(settings: HookSettings) -> dict[str, Any]:
         if settings.rate_limit is not None
         else None,
     }
+
+
+class PortalLinkModel(_Strict):
+    """``POST /portal/links``: whose portal session the link opens, and for how long."""
+
+    role: Literal["Admin", "Dispatcher"] | None = None
+    ttl_seconds: Annotated[int, Field(ge=1, le=86400)] | None = None

@@ -27,6 +27,7 @@ from crohooks.api.models import (
     HookEvent,
     HookOrderingModel,
     HookSettingsModel,
+    PortalLinkModel,
     PublishBatchModel,
     PublishEventModel,
     RecoverModel,
@@ -262,6 +263,13 @@ class RecoverResultModel(_Wire):
     recovered: int = Field(ge=0, description="failed deliveries queued again")
 
 
+class PortalLinkResultModel(_Wire):
+    """A one-time link into the tenant portal (docs/portal.md)."""
+
+    expires_at: CroTimestamp
+    url: str = Field(description="open it once, before expires_at, to start a portal session")
+
+
 _REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     CreateWebhookModel,
     UpdateWebhookModel,
@@ -271,6 +279,7 @@ _REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     HookOrderingModel,
     HookSettingsModel,
     DisableHookModel,
+    PortalLinkModel,
 )
 _RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     ErrorModel,
@@ -287,6 +296,7 @@ _RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     RecoverResultModel,
     HookOrderingResultModel,
     HookSettingsResultModel,
+    PortalLinkResultModel,
 )
 
 # The host of a hook URL as the server takes it (hooks/rules.py, check_url): a name whose
@@ -638,6 +648,16 @@ OPERATIONS: tuple[Operation, ...] = (
         response=HookSettingsResultModel,
         errors=_CHANGE_HOOK,
     ),
+    Operation(
+        "POST",
+        "/portal/links",
+        "create_portal_link",
+        "Create Portal Link",
+        "Portal",
+        response=PortalLinkResultModel,
+        errors=_TENANT,
+        body=PortalLinkModel,
+    ),
 )
 
 _TAGS = [
@@ -649,6 +669,10 @@ _TAGS = [
         "name": "Hook settings",
         "description": "crohooks' own controls of a hook: disable and enable, static headers, "
         "receiver auth, in-flight cap (hook roles: Admin, Dispatcher)",
+    },
+    {
+        "name": "Portal",
+        "description": "crohooks' own: links into the tenant portal (Admin, System)",
     },
 ]
 

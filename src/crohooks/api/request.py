@@ -17,7 +17,13 @@ from starlette.requests import Request
 
 from crohooks.api.wire import API_VERSIONS, DEFAULT_API_VERSION, request_state
 from crohooks.auth.header import token_from_authorization
-from crohooks.auth.principal import HOOK_ROLES, PUBLISH_ROLES, Principal, Role
+from crohooks.auth.principal import (
+    HOOK_ROLES,
+    PORTAL_LINK_ROLES,
+    PUBLISH_ROLES,
+    Principal,
+    Role,
+)
 from crohooks.clock import utc_now
 from crohooks.errors import (
     ApiError,
@@ -167,6 +173,14 @@ def _tenant_checks(principal: Principal, request: Request, roles: frozenset[Role
             field=f"{HEADERS_MODEL}.x-tenant-id",
         )
     tenant_id = int(raw)
+    authorize(principal, tenant_id, roles)
+    request_state(request)["tenant_id"] = tenant_id
+    return tenant_id
+
+
+def authorize(principal: Principal, tenant_id: int, roles: frozenset[Role]) -> None:
+    """The role and tenant checks of every tenant-scoped operation (the API's and the
+    portal's): one of ``roles``, and a grant of ``tenant_id``."""
     if not principal.has_any_role(roles):
         allowed = ", ".join(sorted(roles))
         raise Forbidden(f"this operation needs one of the roles: {allowed}")
@@ -174,8 +188,6 @@ def _tenant_checks(principal: Principal, request: Request, roles: frozenset[Role
         raise Forbidden(
             f"the token does not grant tenant {tenant_id}", field=f"{HEADERS_MODEL}.x-tenant-id"
         )
-    request_state(request)["tenant_id"] = tenant_id
-    return tenant_id
 
 
 # The endpoints call these themselves, first thing (``no_body`` before them where a route
@@ -190,6 +202,10 @@ async def hook_caller(request: Request) -> TenantCaller:
 
 async def publisher(request: Request) -> TenantCaller:
     return await _tenant_caller(request, PUBLISH_ROLES)
+
+
+async def portal_linker(request: Request) -> TenantCaller:
+    return await _tenant_caller(request, PORTAL_LINK_ROLES)
 
 
 def _is_digits(raw: str, most: int) -> bool:
@@ -210,6 +226,11 @@ def has_body(request: Request) -> bool:
     return (length is not None and length.strip() not in ("", "0")) or (
         "chunked" in request.headers.get("transfer-encoding", "").lower()
     )
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 past ``limit`` bytes and 408 when it arrives too slowly."""
+    return await _read_limited(request, limit)
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
@@ -276,6 +297,11 @@ async def json_object(request: Request, *, limit: int, model_name: str) -> dict[
             "Content-Type must be application/json", field=f"{HEADERS_MODEL}.Content-Type"
         )
     raw = await _read_limited(request, limit)
+    return parse_json_object(raw, model_name=model_name)
+
+
+def parse_json_object(raw: bytes, *, model_name: str) -> dict[str, Any]:
+    """A JSON object, by the API's rules: no NaN or Infinity, bounded numbers and depth."""
     if not raw.strip():
         raise BadRequest("a JSON body is required", field=model_name)
     try:

@@ -87,6 +87,10 @@ class WireMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        if _is_portal_page(path):
+            scope.setdefault("state", {})["route"] = "/portal"
+            await self.app(scope, receive, send)
+            return
         if len(path) > 1 and path.endswith("/"):
             path = path.rstrip("/") or "/"
             scope = dict(scope, path=path, raw_path=path.encode())
@@ -139,6 +143,14 @@ class WireMiddleware:
         if allow is not None:
             headers["Access-Control-Allow-Methods"] = allow
             headers["Allow"] = allow
+
+
+def _is_portal_page(path: str) -> bool:
+    """The portal's pages are HTML with headers of their own (``crohooks.portal.web``);
+    only ``POST /portal/links`` is an API endpoint under ``/portal``."""
+    return (path == "/portal" or path.startswith("/portal/")) and path.rstrip("/") != (
+        "/portal/links"
+    )
 
 
 def request_state(request: Request) -> dict[str, Any]:

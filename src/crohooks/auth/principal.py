@@ -24,6 +24,8 @@ class Role(StrEnum):
 
 HOOK_ROLES = frozenset({Role.ADMIN, Role.DISPATCHER})
 PUBLISH_ROLES = frozenset({Role.SYSTEM, Role.ADMIN})
+PORTAL_LINK_ROLES = frozenset({Role.ADMIN, Role.SYSTEM})
+"""Who may open the portal for a tenant: its Admins, and the platform backend for its users."""
 
 
 @dataclass(frozen=True, slots=True)

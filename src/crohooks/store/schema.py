@@ -283,3 +283,32 @@ no WAL and no flush per API request; a server crash empties it, i.e. starts a ne
 def _rate_limits_unlogged(_target: Table, connection: Connection, **_kw: Any) -> None:
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql("ALTER TABLE rate_limits SET UNLOGGED")
+
+
+portal_codes = Table(
+    "portal_codes",
+    metadata,
+    # SHA-256 of the one-time code of a portal link: the code itself is never stored.
+    Column("code_hash", String(64), primary_key=True),
+    Column("tenant_id", BigInteger, nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("roles", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+    Index("ix_portal_codes_expires_at", "expires_at"),
+)
+
+portal_sessions = Table(
+    "portal_sessions",
+    metadata,
+    # SHA-256 of the session cookie's token: a leaked table opens no session.
+    Column("token_hash", String(64), primary_key=True),
+    Column("tenant_id", BigInteger, nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("roles", Text, nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_portal_sessions_expires_at", "expires_at"),
+)
