@@ -20,7 +20,14 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_deliveries_hook_status", "deliveries", ["hook_id", "status", "created_at"])
+    # IF NOT EXISTS: an operator with a large table may build it beforehand without
+    # blocking writes (CREATE INDEX CONCURRENTLY, docs/decisions.md).
+    op.create_index(
+        "ix_deliveries_hook_status",
+        "deliveries",
+        ["hook_id", "status", "created_at"],
+        if_not_exists=True,
+    )
 
 
 def downgrade() -> None:
