@@ -131,7 +131,13 @@ async def measure(
                 await conn.execute_many(_DELIVERY, chunk)
                 await conn.execute_many(_ATTEMPT, [r for r in chunk if r["status"] != "pending"])
         if services.db.dialect == "postgresql":
-            # As autovacuum would soon after such a load: the planner needs the row counts.
+            # As autovacuum would soon after such a load (its insert threshold): the planner
+            # needs the row counts, and the chart's counts read only the index where the
+            # visibility map marks the pages all-visible. Pages written since the last
+            # vacuum are read from the table as well (docs/benchmarks.md, row 8).
+            await services.db.write_alone(
+                Statement.shared("bench_vacuum_analyze", "VACUUM ANALYZE deliveries")
+            )
             await services.db.write_alone(Statement.shared("bench_analyze", "ANALYZE"))
         insert_seconds = time.perf_counter() - started
         link = await services.portal.issue_link(

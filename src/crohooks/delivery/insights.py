@@ -53,7 +53,7 @@ class HookInsights:
         await self._hooks.get(tenant_id, hook_id)
         start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=HOURS_SHOWN - 1)
         counted = await self._insights.hourly_outcomes(
-            tenant_id, hook_id, start=start, hours=HOURS_SHOWN
+            tenant_id, hook_id, start=start, hours=HOURS_SHOWN, statuses=CHARTED
         )
         hours = [
             HourCount(

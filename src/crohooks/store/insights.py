@@ -7,22 +7,35 @@ import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from crohooks.model import Delivery
+from crohooks.model import Delivery, DeliveryStatus
 from crohooks.store.connector import Database, Statement
 
 _COLUMNS = """id, tenant_id, hook_id, event_id, event, body, status, attempts, next_attempt_at,
     created_at, updated_at, completed_at, last_http_status, last_message"""
 
-# One hour at a time: each query is a short range of the (hook_id, created_at) index, where
-# one grouping over a day of a busy hook's rows would sort them all (~100 ms at 100,000).
-_HOUR = Statement.shared(
-    "insight_hour",
-    """
-    SELECT status, count(*) AS total FROM deliveries
-    WHERE tenant_id = :tenant_id AND hook_id = :hook_id
-      AND created_at >= :since AND created_at < :until
-    GROUP BY status""",
-)
+
+@functools.cache
+def _hourly_statement(hours: int, statuses: int) -> Statement:
+    """One row: for each of ``hours`` hours from ``:h0`` and each of ``statuses`` statuses
+    (``:s0``, ``:s1``…), how many deliveries of the hook were created then. Each count is a
+    range of the (hook_id, status, created_at) index, read without the table (on PostgreSQL
+    an index-only scan where the pages are all-visible), where grouping a busy day's rows
+    by hour reads each row for its status and sorts them all (~80 ms at 100,000 on SQLite,
+    ~120 ms on PostgreSQL, on a loaded 2-core machine)."""
+    counts = ",\n".join(
+        f"""(SELECT count(*) FROM deliveries
+            WHERE hook_id = hooks.id AND status = :s{n}
+              AND created_at >= :h{hour} AND created_at < :h{hour + 1}) AS c{hour}_{n}"""  # noqa: S608
+        for hour in range(hours)
+        for n in range(statuses)
+    )
+    return Statement.shared(
+        f"insight_hours_{hours}_{statuses}",
+        f"""SELECT {counts}
+        FROM hooks WHERE id = :hook_id AND tenant_id = :tenant_id""",  # noqa: S608
+    )
+
+
 _RATES = Statement.shared(
     "insight_rates",
     """
@@ -112,23 +125,33 @@ class Insights:
         self._db = db
 
     async def hourly_outcomes(
-        self, tenant_id: int, hook_id: int, *, start: datetime, hours: int
+        self,
+        tenant_id: int,
+        hook_id: int,
+        *,
+        start: datetime,
+        hours: int,
+        statuses: tuple[DeliveryStatus, ...],
     ) -> list[dict[str, int]]:
-        """Per hour from ``start``, oldest first: ``status -> deliveries created then``."""
-        found: list[dict[str, int]] = [{} for _ in range(hours)]
-        async with self._db.read() as conn:
-            for hour in range(hours):
-                rows = await conn.fetch(
-                    _HOUR,
-                    {
-                        "tenant_id": tenant_id,
-                        "hook_id": hook_id,
-                        "since": start + timedelta(hours=hour),
-                        "until": start + timedelta(hours=hour + 1),
-                    },
-                )
-                found[hour] = {row["status"]: int(row["total"]) for row in rows}
-        return found
+        """Per hour from ``start``, oldest first: ``status -> deliveries created then``, for
+        each of ``statuses``; all zeros for a hook not of this tenant."""
+        bounds = {f"h{hour}": start + timedelta(hours=hour) for hour in range(hours + 1)}
+        rows = await self._db.fetch(
+            _hourly_statement(hours, len(statuses)),
+            {
+                "tenant_id": tenant_id,
+                "hook_id": hook_id,
+                **bounds,
+                **{f"s{n}": status.value for n, status in enumerate(statuses)},
+            },
+        )
+        if not rows:
+            return [{status.value: 0 for status in statuses} for _ in range(hours)]
+        [row] = rows
+        return [
+            {status.value: int(row[f"c{hour}_{n}"]) for n, status in enumerate(statuses)}
+            for hour in range(hours)
+        ]
 
     async def success_rates(self, tenant_id: int, *, since: datetime) -> dict[int, tuple[int, int]]:
         """``hook id -> (succeeded, failed)`` among deliveries created since ``since``."""
