@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crohooks import __version__
-from crohooks.api import deliveries, events, hook_settings, hooks, ops, ordering, tenants
+from crohooks.api import deliveries, events, hook_settings, hooks, ops, tenants
 from crohooks.api.openapi import install_openapi
 from crohooks.api.telemetry import RequestTelemetry
 from crohooks.api.wire import MethodTable, WireMiddleware, error_response
@@ -69,7 +69,6 @@ def create_app(
         events.router,
         deliveries.router,
         hook_settings.router,
-        ordering.router,
     )
     for router in routers:
         app.include_router(router)

@@ -5,6 +5,7 @@ redeliver and recover; and a property test over random runs on both databases.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from crohooks.model import ClaimedDelivery, DeliveryStatus, NewEvent, Outcome
 from crohooks.store.connect import open_database
 from crohooks.store.connector import Database, Row, Statement
 from crohooks.store.deliveries import DeliveryRepository
+from crohooks.store.hook_settings import HookSettingsRepository
 from crohooks.store.hooks import HookRepository
 from crohooks.store.intake import Intake
 from crohooks.store.queue import DeliveryQueue
@@ -45,7 +47,11 @@ async def states(db: Database, hook_id: int) -> list[Row]:
 
 
 async def set_latest(db: Database, hook_id: int) -> None:
-    assert await HookRepository(db).set_ordering(TENANT, hook_id, "latest", now=T0) == "latest"
+    latest = await HookSettingsRepository(db).update(
+        TENANT, hook_id, lambda current: dataclasses.replace(current, ordering="latest"), now=T0
+    )
+    assert latest is not None
+    assert latest.ordering == "latest"
 
 
 def succeed(claimed: ClaimedDelivery, at: datetime) -> Outcome:
@@ -287,9 +293,8 @@ async def _check_run(db: Database, steps: list[Step], latest: bool) -> None:
 
 
 async def _run_on(db: Database, hook_id: int, steps: list[Step], latest: bool) -> None:
-    hooks = HookRepository(db)
     if latest:
-        await hooks.set_ordering(TENANT, hook_id, "latest", now=T0)
+        await set_latest(db, hook_id)
     queue = DeliveryQueue(db)
     log = DeliveryRepository(db)
     run = _Run(now=T0)
