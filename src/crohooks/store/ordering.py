@@ -15,7 +15,8 @@ must not settle it from snapshots that miss each other's change. SQLite's write
 transactions are serialised already; on PostgreSQL each one first locks the key's row in
 ``ordering_keys`` (intake's upsert of the sequence does it, the others ``lock_keys``),
 and settles in a later statement, whose snapshot sees whatever the previous holder of
-that lock committed. Rows are locked in (hook, key) order, so two batches can't deadlock.
+that lock committed (an outcome batch settles in its batch statement: ``HANDOVER_CLAUSES``).
+Rows are locked in (hook, key) order, so two batches can't deadlock.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ kept in the log.
 
 On PostgreSQL the whole batch is one statement: the rows go in as one array per column,
 unnested into data-modifying ``WITH`` clauses, so the batch costs one round trip (a
-worker's loop is busy sending, and every round trip waits for a turn of it). SQLite has
+worker's loop is busy sending, and every round trip waits for a turn of it). A batch in
+which keyed deliveries finished first locks their keys, in a statement of its own, and
+its batch statement also hands each key over to its next delivery. SQLite has
 no data-modifying ``WITH``; there it is three statements in one transaction, on the
 worker's own thread, with no round trips to save.
 """
