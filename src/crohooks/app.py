@@ -19,7 +19,6 @@ from crohooks.api import (
     hook_settings,
     hooks,
     ops,
-    ordering,
     portal_links,
     tenants,
 )
@@ -80,7 +79,6 @@ def create_app(
         events.router,
         deliveries.router,
         hook_settings.router,
-        ordering.router,
         portal_links.router,
     )
     for router in routers:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 
 class DeliveryStatus(StrEnum):
@@ -22,6 +22,10 @@ class DeliveryStatus(StrEnum):
     SUPERSEDED = "superseded"
     """Latest-state ordering: a newer delivery of the same (hook, ordering key) replaced it
     while it waited."""
+
+
+Ordering = Literal["all", "latest"]
+"""A hook's ordering mode (``HookSettings.ordering``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +112,9 @@ class HookSettings:
     """A CEL expression over ``event`` and ``data``: the events it is false for are not
     queued for this hook at all."""
     rate_limit: RateLimit | None
+    ordering: Ordering
+    """How its keyed deliveries are ordered: ``all`` (every update, in publish order) or
+    ``latest`` (waiting updates a newer one of the same key replaces are superseded)."""
     disabled_at: datetime | None
     disabled_reason: str | None
     disabled_by: str | None

@@ -1,4 +1,4 @@
-"""Ordering keys over HTTP: intake validation, the ordering resource, and what a real
+"""Ordering keys over HTTP: intake validation, the ordering setting, and what a real
 receiver gets (body fields and ``X-Cro-Sequence``) from an in-process worker."""
 
 from __future__ import annotations
@@ -54,70 +54,95 @@ async def _create(client: httpx.AsyncClient, auth: Auth, url: str, tenant: int =
     return hook_id
 
 
-async def test_the_ordering_mode_is_read_and_changed_per_hook(
-    client: httpx.AsyncClient, auth: Auth
-) -> None:
+async def _settings(client: httpx.AsyncClient, auth: Auth, hook_id: int) -> dict[str, Any]:
+    response = await client.get(f"/hooks/{hook_id}/settings", headers=auth())
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+async def test_the_ordering_mode_is_a_hook_setting(client: httpx.AsyncClient, auth: Auth) -> None:
     hook_id = await _create(client, auth, "https://a.example/")
-    path = f"/hooks/{hook_id}/ordering"
+    path = f"/hooks/{hook_id}/settings"
     dispatcher = auth(roles=["Dispatcher"])
 
     got = await client.get(path, headers=dispatcher)
-    assert (got.status_code, got.content) == (200, b'{"ordering": "all"}')
+    assert (got.status_code, got.json()["ordering"]) == (200, "all")
     changed = await client.patch(path + "/", json={"ordering": "latest"}, headers=dispatcher)
-    assert (changed.status_code, changed.json()) == (200, {"ordering": "latest"})
-    assert (await client.get(path, headers=auth())).json() == {"ordering": "latest"}
-    # The CRO hook model is untouched by it.
+    assert changed.status_code == 200, changed.text
+    assert changed.json() == {**got.json(), "ordering": "latest"}
+    assert (await _settings(client, auth, hook_id))["ordering"] == "latest"
+    # Other settings sent alone leave it as it is; null sets the default back.
+    capped = await client.patch(path, json={"max_in_flight": 2}, headers=auth())
+    assert capped.json()["ordering"] == "latest"
+    reset = await client.patch(path, json={"ordering": None}, headers=auth())
+    assert (reset.status_code, reset.json()["ordering"]) == (200, "all")
+    # The CRO hook model is untouched by it, and the temporary resource is gone.
     assert "ordering" not in (await client.get(f"/hooks/{hook_id}", headers=auth())).json()
+    gone = await client.patch(
+        f"/hooks/{hook_id}/ordering", json={"ordering": "latest"}, headers=auth()
+    )
+    assert gone.status_code == 404
 
 
 @pytest.mark.parametrize(
-    ("body", "field"),
+    "body",
     [
-        ({"ordering": "fifo"}, "HookOrderingModel.ordering"),
-        ({"ordering": None}, "HookOrderingModel.ordering"),
-        ({}, "HookOrderingModel.ordering"),
-        ({"ordering": "all", "extra": 1}, "HookOrderingModel.extra"),
+        {"ordering": "fifo"},
+        {"ordering": "Latest"},
+        {"ordering": 1},
+        {"ordering": ["latest"]},
+        {"ordering": "latest", "max_in_flight": 0},
     ],
+    ids=["unknown", "case", "number", "list", "with-a-bad-neighbour"],
 )
-async def test_a_bad_ordering_mode_is_a_400(
-    client: httpx.AsyncClient, auth: Auth, body: dict[str, Any], field: str
+async def test_a_bad_ordering_mode_is_a_400_and_changes_nothing(
+    client: httpx.AsyncClient, auth: Auth, body: dict[str, Any]
 ) -> None:
     hook_id = await _create(client, auth, "https://a.example/")
-    response = await client.patch(f"/hooks/{hook_id}/ordering", json=body, headers=auth())
+    before = await _settings(client, auth, hook_id)
+    response = await client.patch(f"/hooks/{hook_id}/settings", json=body, headers=auth())
     assert response.status_code == 400, response.text
-    assert response.json()["field"] == field
-    assert (await client.get(f"/hooks/{hook_id}/ordering", headers=auth())).json() == {
-        "ordering": "all"
-    }
+    error = response.json()
+    assert set(error) == {"detail", "explanation", "field"}
+    bad = "max_in_flight" if "max_in_flight" in body else "ordering"
+    assert error["field"] == f"HookSettingsModel.{bad}"
+    assert await _settings(client, auth, hook_id) == before
 
 
-async def test_the_ordering_resource_keeps_the_hooks_rules(
+async def test_the_ordering_setting_keeps_the_hooks_rules(
     client: httpx.AsyncClient, auth: Auth
 ) -> None:
     hook_id = await _create(client, auth, "https://a.example/")
     other = await _create(client, auth, "https://b.example/", tenant=35)
-    path = f"/hooks/{hook_id}/ordering"
+    path = f"/hooks/{hook_id}/settings"
     latest = {"ordering": "latest"}
 
-    assert (await client.get(f"/hooks/{other}/ordering", headers=auth())).status_code == 404
-    assert (await client.get("/hooks/999999/ordering", headers=auth())).status_code == 404
+    foreign = await client.patch(f"/hooks/{other}/settings", json=latest, headers=auth())
+    assert foreign.status_code == 404
+    assert (await _settings(client, lambda **_: auth(tenant=35), other))["ordering"] == "all"
+    assert (
+        await client.patch("/hooks/999999/settings", json=latest, headers=auth())
+    ).status_code == 404
     driver = auth(roles=["Driver"])
     assert (await client.patch(path, json=latest, headers=driver)).status_code == 403
-    assert (await client.get(path)).status_code == 401
-    options = await client.options(path)
-    assert options.headers["Allow"] == "GET,PATCH"
+    assert (await client.patch(path, json=latest)).status_code == 401
     await client.delete(f"/hooks/{hook_id}", headers=auth())
     assert (await client.patch(path, json=latest, headers=auth())).status_code == 409
-    assert (await client.get(path, headers=auth())).status_code == 200
+    assert (await _settings(client, auth, hook_id))["ordering"] == "all"
 
 
-async def test_the_ordering_resource_is_in_the_openapi_document(
+async def test_the_ordering_setting_is_in_the_openapi_document(
     client: httpx.AsyncClient,
 ) -> None:
     document = (await client.get("/openapi.json")).json()
-    operations = document["paths"]["/hooks/{hook_id}/ordering"]
-    assert set(operations) >= {"get", "patch"}
-    publish_fields = document["components"]["schemas"]["PublishEventModel"]["properties"]
+    assert "/hooks/{hook_id}/ordering" not in document["paths"]
+    schemas = document["components"]["schemas"]
+    request = schemas["HookSettingsModel"]["properties"]["ordering"]
+    assert {"type": "string", "enum": ["all", "latest"]} in request["anyOf"]
+    assert schemas["HookSettingsResultModel"]["properties"]["ordering"]["enum"] == ["all", "latest"]
+    assert "ordering" in schemas["HookSettingsResultModel"]["required"]
+    publish_fields = schemas["PublishEventModel"]["properties"]
     assert publish_fields["ordering_key"]["maxLength"] == 256
 
 

@@ -78,7 +78,9 @@ ENDPOINTS = (
     Endpoint("POST", "/hooks/{hook}/deliveries/{delivery}/redeliver", None, HOOKS, 202),
     Endpoint("POST", "/hooks/{hook}/recover", {"since": "2020-01-01T00:00:00"}, HOOKS, 202),
     Endpoint("GET", "/hooks/{hook}/settings", None, HOOKS, 200),
-    Endpoint("PATCH", "/hooks/{hook}/settings", {"max_in_flight": 2}, HOOKS, 200),
+    Endpoint(
+        "PATCH", "/hooks/{hook}/settings", {"max_in_flight": 2, "ordering": "latest"}, HOOKS, 200
+    ),
     Endpoint("POST", "/hooks/{hook}/disable", {"reason": "attack"}, HOOKS, 200),
     Endpoint("POST", "/hooks/{hook}/enable", None, HOOKS, 200),
     Endpoint("DELETE", "/hooks/{hook}", None, HOOKS, 200),
@@ -357,7 +359,7 @@ async def test_another_tenants_ids_are_404_and_untouched(
     assert foreign.deleted_at is None
     assert foreign.url == world.foreign_url
     controls = await services.hook_settings.get(OTHER, world.foreign_hook)
-    assert (controls.disabled_at, controls.max_in_flight) == (None, None)
+    assert (controls.disabled_at, controls.max_in_flight, controls.ordering) == (None, None, "all")
     assert foreign.last_http_success is None
     foreign_log, _ = await services.delivery_log.list_page(
         OTHER, world.foreign_hook, status=None, limit=10, offset=0

@@ -108,6 +108,7 @@ async def test_disable_records_who_and_why_and_leaves_the_cro_model_alone(
             "headers": {},
             "hook_id": hook,
             "max_in_flight": None,
+            "ordering": "all",
             "rate_limit": None,
         }
 

@@ -5,11 +5,13 @@ redeliver and recover; and a property test over random runs on both databases.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,8 +21,10 @@ from crohooks.model import ClaimedDelivery, DeliveryStatus, NewEvent, Outcome
 from crohooks.store.connect import open_database
 from crohooks.store.connector import Database, Row, Statement
 from crohooks.store.deliveries import DeliveryRepository
+from crohooks.store.hook_settings import HookSettingsRepository
 from crohooks.store.hooks import HookRepository
 from crohooks.store.intake import Intake
+from crohooks.store.ordering import lock_keys
 from crohooks.store.queue import DeliveryQueue
 from tests.integration.test_queue import DAY, LEASE, T0, TENANT, hook, outcome, policy
 
@@ -45,7 +49,11 @@ async def states(db: Database, hook_id: int) -> list[Row]:
 
 
 async def set_latest(db: Database, hook_id: int) -> None:
-    assert await HookRepository(db).set_ordering(TENANT, hook_id, "latest", now=T0) == "latest"
+    latest = await HookSettingsRepository(db).update(
+        TENANT, hook_id, lambda current: dataclasses.replace(current, ordering="latest"), now=T0
+    )
+    assert latest is not None
+    assert latest.ordering == "latest"
 
 
 def succeed(claimed: ClaimedDelivery, at: datetime) -> Outcome:
@@ -96,6 +104,47 @@ async def test_only_the_head_of_a_key_is_claimed_and_the_next_follows_its_succes
 
     [following] = await queue.claim(policy(), now=T0)
     assert (following.ordering_key, following.sequence) == ("Job:1", 2)
+
+
+_LOCK_WAITERS = Statement.shared(
+    "test_ordering_lock_waiters",
+    "SELECT count(*) AS waiting FROM pg_stat_activity"
+    " WHERE datname = current_database() AND wait_event_type = 'Lock'",
+)
+# What an intake holding the key's lock adds: a second update, waiting behind the head.
+_ADD_WAITING = Statement.shared(
+    "test_ordering_add_waiting",
+    """
+    INSERT INTO deliveries (id, tenant_id, hook_id, event_id, event, body, status, attempts,
+                            next_attempt_at, created_at, updated_at, ordering_key, sequence)
+    SELECT :id, tenant_id, hook_id, event_id, event, body, 'pending', 0,
+           NULL, created_at, updated_at, ordering_key, 2
+    FROM deliveries WHERE id = :head""",
+)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_head_that_waited_for_its_keys_lock_hands_over_to_what_the_holder_added(
+    db: Database,
+) -> None:
+    """A finished head's outcome waits while another transaction holds its key; the hand-
+    over then sees what that transaction committed, or the key would have no head."""
+    hook_id = await hook(db, "a")
+    queue = DeliveryQueue(db)
+    await publish(db, ["Job:1"], at=T0)
+    [head] = await queue.claim(policy(), now=T0)
+    added = str(uuid.uuid4())
+    async with db.write() as conn:
+        await lock_keys(conn, db.dialect, [(hook_id, "Job:1")])
+        recording = asyncio.create_task(queue.record([succeed(head, T0)], now=T0))
+        while not (await db.fetch(_LOCK_WAITERS, {}))[0]["waiting"]:
+            assert not recording.done(), "the outcome did not wait for the key's lock"
+            await asyncio.sleep(0.01)
+        await conn.execute(_ADD_WAITING, {"id": added, "head": head.id})
+    await recording
+
+    [following] = await queue.claim(policy(), now=T0)
+    assert (following.id, following.ordering_key, following.sequence) == (added, "Job:1", 2)
 
 
 async def test_a_failing_head_blocks_only_its_own_key(db: Database) -> None:
@@ -287,9 +336,8 @@ async def _check_run(db: Database, steps: list[Step], latest: bool) -> None:
 
 
 async def _run_on(db: Database, hook_id: int, steps: list[Step], latest: bool) -> None:
-    hooks = HookRepository(db)
     if latest:
-        await hooks.set_ordering(TENANT, hook_id, "latest", now=T0)
+        await set_latest(db, hook_id)
     queue = DeliveryQueue(db)
     log = DeliveryRepository(db)
     run = _Run(now=T0)

@@ -161,12 +161,6 @@ class PublishBatchModel(_Strict):
     events: Annotated[list[PublishEventModel], Field(min_length=1, max_length=1000)]
 
 
-class HookOrderingModel(_Strict):
-    """``PATCH /hooks/{hook_id}/ordering``: how the hook's keyed deliveries are ordered."""
-
-    ordering: Literal["all", "latest"]
-
-
 class RecoverModel(_Strict):
     since: str
     until: str | None = None
@@ -290,6 +284,7 @@ class HookSettingsModel(_Strict):
     max_in_flight: Annotated[int, Field(ge=1, le=MAX_IN_FLIGHT)] | None = None
     filter: str | None = None
     rate_limit: RateLimitModel | None = None
+    ordering: Literal["all", "latest"] | None = None
 
     @field_validator("filter")
     @classmethod
@@ -318,6 +313,8 @@ class HookSettingsModel(_Strict):
             changes["filter"] = self.filter
         if "rate_limit" in sent:
             changes["rate_limit"] = self.rate_limit.rate_limit() if self.rate_limit else None
+        if "ordering" in sent:
+            changes["ordering"] = self.ordering or "all"
         return changes
 
 
@@ -356,6 +353,7 @@ def hook_settings_model(settings: HookSettings) -> dict[str, Any]:
         "headers": {name: masked(value) for name, value in settings.headers.items()},
         "hook_id": settings.hook_id,
         "max_in_flight": settings.max_in_flight,
+        "ordering": settings.ordering,
         "rate_limit": {
             "burst": settings.rate_limit.burst,
             "per_second": settings.rate_limit.per_second,

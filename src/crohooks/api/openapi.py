@@ -25,7 +25,6 @@ from crohooks.api.models import (
     CreateWebhookModel,
     DisableHookModel,
     HookEvent,
-    HookOrderingModel,
     HookSettingsModel,
     PortalLinkModel,
     PublishBatchModel,
@@ -199,16 +198,6 @@ class DeliveryDetailModel(DeliveryModel):
     request_body: str
 
 
-class HookOrderingResultModel(_Wire):
-    """How the hook's keyed deliveries are ordered (spec 3.5)."""
-
-    ordering: Literal["all", "latest"] = Field(
-        description="all: every update of an ordering key is delivered, in publish order; "
-        "latest: while a key is blocked, waiting updates that a newer one replaces are "
-        "marked superseded"
-    )
-
-
 class BasicAuthShownModel(_Wire):
     """Receiver basic auth, the password never in full."""
 
@@ -252,6 +241,11 @@ class HookSettingsResultModel(_Wire):
     max_in_flight: int | None = Field(
         description="the hook's cap on requests in flight; null: the server's default"
     )
+    ordering: Literal["all", "latest"] = Field(
+        description="how deliveries with an ordering key are sent: all: every update of a "
+        "key, one at a time in publish order; latest: the same, but while a key is blocked, "
+        "waiting updates that a newer one replaces are marked superseded"
+    )
     rate_limit: RateLimitShownModel | None = Field(
         description="deliveries over the rate wait in the queue; null: no limit"
     )
@@ -276,7 +270,6 @@ _REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     PublishEventModel,
     PublishBatchModel,
     RecoverModel,
-    HookOrderingModel,
     HookSettingsModel,
     DisableHookModel,
     PortalLinkModel,
@@ -294,7 +287,6 @@ _RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     DeliveryListModel,
     DeliveryDetailModel,
     RecoverResultModel,
-    HookOrderingResultModel,
     HookSettingsResultModel,
     PortalLinkResultModel,
 )
@@ -392,6 +384,12 @@ _REQUEST_FIELDS: dict[str, dict[str, dict[str, Any]]] = {
         "ordering_key": ORDERING_KEY_SCHEMA,
     },
     "HookSettingsModel": {
+        "ordering": {
+            "anyOf": [{"type": "string", "enum": ["all", "latest"]}, {"type": "null"}],
+            "description": "how deliveries with an ordering key are sent: all (every update "
+            "of a key, one at a time in publish order) or latest (while a key is blocked, "
+            "waiting updates that a newer one replaces are marked superseded); null: all",
+        },
         "filter": {
             "anyOf": [
                 {"type": "string", "minLength": 1, "maxLength": MAX_FILTER_LENGTH},
@@ -580,25 +578,6 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=_CHANGE_HOOK,
     ),
     Operation(
-        "GET",
-        "/hooks/{hook_id}/ordering",
-        "get_hook_ordering",
-        "Get Hook Ordering",
-        "Ordering",
-        response=HookOrderingResultModel,
-        errors=_ONE_HOOK,
-    ),
-    Operation(
-        "PATCH",
-        "/hooks/{hook_id}/ordering",
-        "set_hook_ordering",
-        "Set Hook Ordering",
-        "Ordering",
-        response=HookOrderingResultModel,
-        errors=_CHANGE_HOOK,
-        body=HookOrderingModel,
-    ),
-    Operation(
         "POST",
         "/hooks/{hook_id}/recover",
         "recover",
@@ -668,7 +647,8 @@ _TAGS = [
     {
         "name": "Hook settings",
         "description": "crohooks' own controls of a hook: disable and enable, static headers, "
-        "receiver auth, in-flight cap (hook roles: Admin, Dispatcher)",
+        "receiver auth, in-flight cap, rate limit, filter, ordering mode (hook roles: Admin, "
+        "Dispatcher)",
     },
     {
         "name": "Portal",

@@ -117,22 +117,6 @@ class HookService:
         assert hook is not None
         return hook
 
-    async def ordering(self, tenant_id: int, hook_id: int) -> str:
-        """The hook's ordering mode: ``all`` (every update of a key is delivered, in order)
-        or ``latest`` (waiting updates a newer one replaces are superseded)."""
-        ordering = await self._repository.ordering(tenant_id, hook_id)
-        if ordering is None:
-            raise NotFound(f"hook {hook_id} does not exist", field="PathParameters.hook_id")
-        return ordering
-
-    async def set_ordering(self, tenant_id: int, hook_id: int, ordering: str) -> str:
-        """Change an active hook's ordering mode (a deleted hook is a conflict)."""
-        changed = await self._repository.set_ordering(tenant_id, hook_id, ordering, now=utc_now())
-        if changed is None:
-            await self._raise_inactive(tenant_id, hook_id, "changed")
-        assert changed is not None
-        return changed
-
     async def _raise_inactive(self, tenant_id: int, hook_id: int, verb: str) -> None:
         existing = await self.get(tenant_id, hook_id)
         if existing.is_deleted:

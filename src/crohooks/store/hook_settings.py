@@ -13,14 +13,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from crohooks.model import HookSettings, RateLimit, ReceiverAuth
+from crohooks.model import HookSettings, Ordering, RateLimit, ReceiverAuth
 from crohooks.store.connector import Connection, Database, Row, Statement
 
 # Every statement that hands back settings names the columns ``_settings`` reads.
 _ONE = Statement.shared(
     "hook_settings_one",
     "SELECT id, tenant_id, deleted_at, headers, auth, max_in_flight, filter,"
-    " rate_per_second, rate_burst,"
+    " rate_per_second, rate_burst, ordering,"
     " disabled_at, disabled_reason, disabled_by"
     " FROM hooks WHERE tenant_id = :tenant_id AND id = :hook_id",
 )
@@ -28,11 +28,12 @@ _WRITE = Statement.shared(
     "hook_settings_write",
     "UPDATE hooks SET headers = :headers, auth = :auth, max_in_flight = :max_in_flight,"
     " filter = :filter, rate_per_second = :rate_per_second, rate_burst = :rate_burst,"
+    " ordering = :ordering,"
     " rate_next_at = CASE WHEN :rate_changed = 1 THEN NULL ELSE rate_next_at END,"
     " updated_at = :now"
     " WHERE tenant_id = :tenant_id AND id = :hook_id AND deleted_at IS NULL"
     " RETURNING id, tenant_id, deleted_at, headers, auth, max_in_flight, filter,"
-    " rate_per_second, rate_burst,"
+    " rate_per_second, rate_burst, ordering,"
     " disabled_at, disabled_reason, disabled_by",
 )
 # Disabling a disabled hook changes nothing: the first reason, time and author stay.
@@ -43,7 +44,7 @@ _DISABLE = Statement.shared(
     " disabled_by = CASE WHEN disabled_at IS NULL THEN :by ELSE disabled_by END"
     " WHERE tenant_id = :tenant_id AND id = :hook_id AND deleted_at IS NULL"
     " RETURNING id, tenant_id, deleted_at, headers, auth, max_in_flight, filter,"
-    " rate_per_second, rate_burst,"
+    " rate_per_second, rate_burst, ordering,"
     " disabled_at, disabled_reason, disabled_by",
 )
 # Enabling starts the failure clock again: a hook enabled after a fix is not disabled
@@ -54,7 +55,7 @@ _ENABLE = Statement.shared(
     " failing_since = NULL"
     " WHERE tenant_id = :tenant_id AND id = :hook_id AND deleted_at IS NULL"
     " RETURNING id, tenant_id, deleted_at, headers, auth, max_in_flight, filter,"
-    " rate_per_second, rate_burst,"
+    " rate_per_second, rate_burst, ordering,"
     " disabled_at, disabled_reason, disabled_by",
 )
 
@@ -72,10 +73,18 @@ def _settings(row: Row) -> HookSettings:
         rate_limit=RateLimit(row["rate_per_second"], row["rate_burst"] or 0)
         if row["rate_per_second"] is not None
         else None,
+        ordering=ordering_mode(row["ordering"]),
         disabled_at=row["disabled_at"],
         disabled_reason=row["disabled_reason"],
         disabled_by=row["disabled_by"],
     )
+
+
+def ordering_mode(stored: str) -> Ordering:
+    """The ``ordering`` column as the mode it names (only ``all`` and ``latest`` are written)."""
+    if stored not in ("all", "latest"):
+        raise ValueError(f"unknown ordering mode {stored!r}")
+    return "latest" if stored == "latest" else "all"
 
 
 def stored_headers(headers: dict[str, str]) -> str | None:
@@ -137,6 +146,7 @@ class HookSettingsRepository:
                     "rate_per_second": wanted.rate_limit.per_second if wanted.rate_limit else None,
                     "rate_burst": wanted.rate_limit.burst if wanted.rate_limit else None,
                     "rate_changed": int(wanted.rate_limit != current.rate_limit),
+                    "ordering": wanted.ordering,
                     "now": now,
                 },
             )

@@ -118,16 +118,6 @@ _RECORD_FAILURE = Statement.shared(
     " failing_since = COALESCE(failing_since, :at)"
     " WHERE tenant_id = :tenant_id AND id = :hook_id",
 )
-_ORDERING = Statement.shared(
-    "hook_ordering",
-    "SELECT ordering FROM hooks WHERE tenant_id = :tenant_id AND id = :hook_id",
-)
-_SET_ORDERING = Statement.shared(
-    "hook_set_ordering",
-    "UPDATE hooks SET ordering = :ordering, updated_at = :now"
-    " WHERE tenant_id = :tenant_id AND id = :hook_id AND deleted_at IS NULL"
-    " RETURNING ordering",
-)
 
 
 class HookRepository:
@@ -227,19 +217,6 @@ class HookRepository:
             return None
         await cancel_pending_deliveries(conn, [hook_id], now=now)
         return _hook(rows[0])
-
-    async def ordering(self, tenant_id: int, hook_id: int) -> str | None:
-        """The hook's ordering mode (``all`` or ``latest``); ``None`` if there is no such hook."""
-        rows = await self._db.fetch(_ORDERING, {"tenant_id": tenant_id, "hook_id": hook_id})
-        return str(rows[0]["ordering"]) if rows else None
-
-    async def set_ordering(
-        self, tenant_id: int, hook_id: int, ordering: str, *, now: datetime
-    ) -> str | None:
-        """Set an active hook's ordering mode; ``None`` if it is not active."""
-        params = {"tenant_id": tenant_id, "hook_id": hook_id, "ordering": ordering, "now": now}
-        rows = await self._db.write_alone(_SET_ORDERING, params)
-        return str(rows[0]["ordering"]) if rows else None
 
     @staticmethod
     async def record_outcome(

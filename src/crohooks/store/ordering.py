@@ -15,7 +15,8 @@ must not settle it from snapshots that miss each other's change. SQLite's write
 transactions are serialised already; on PostgreSQL each one first locks the key's row in
 ``ordering_keys`` (intake's upsert of the sequence does it, the others ``lock_keys``),
 and settles in a later statement, whose snapshot sees whatever the previous holder of
-that lock committed. Rows are locked in (hook, key) order, so two batches can't deadlock.
+that lock committed (an outcome batch settles in its batch statement: ``HANDOVER_CLAUSES``).
+Rows are locked in (hook, key) order, so two batches can't deadlock.
 """
 
 from __future__ import annotations
@@ -128,6 +129,35 @@ _PROMOTE = Statement(
         UPDATE deliveries AS d SET next_attempt_at = %(now)s, updated_at = %(now)s
         FROM heads WHERE d.id = heads.id AND d.next_attempt_at IS NULL""",
 )
+
+
+# The hand-over of ``_PROMOTE`` as clauses of a data-modifying ``WITH`` (PostgreSQL), for a
+# statement that finishes heads in an earlier clause named ``outcome`` (``RETURNING id,
+# hook_id, ordering_key, status``; ``store/outcomes.py``). The clauses share the statement's
+# snapshot, in which the finished heads are still pending: they are left out by id. The
+# keys must be locked by an earlier statement (``lock_keys``), so that snapshot holds all
+# the previous lock holders committed.
+HANDOVER_CLAUSES = """
+    finished AS (
+        SELECT id, hook_id, ordering_key FROM outcome
+        WHERE ordering_key IS NOT NULL AND status <> 'pending'),
+    handed AS (
+        SELECT (SELECT o.id FROM deliveries AS o
+                WHERE o.hook_id = k.hook_id AND o.ordering_key = k.ordering_key
+                  AND o.status = 'pending' AND o.ordering_key IS NOT NULL
+                  AND o.id NOT IN (SELECT id FROM finished)
+                ORDER BY o.sequence LIMIT 1) AS id
+        FROM (SELECT DISTINCT hook_id, ordering_key FROM finished) AS k
+        WHERE NOT EXISTS (
+            SELECT 1 FROM deliveries AS a
+            WHERE a.hook_id = k.hook_id AND a.ordering_key = k.ordering_key
+              AND a.status = 'pending' AND a.ordering_key IS NOT NULL
+              AND a.next_attempt_at IS NOT NULL
+              AND a.id NOT IN (SELECT id FROM finished))),
+    promoted AS (
+        UPDATE deliveries AS d SET next_attempt_at = %(now)s, updated_at = %(now)s
+        FROM handed
+        WHERE d.id = handed.id AND d.status = 'pending' AND d.next_attempt_at IS NULL)"""
 
 
 async def next_sequences(

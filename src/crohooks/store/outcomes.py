@@ -7,7 +7,9 @@ kept in the log.
 
 On PostgreSQL the whole batch is one statement: the rows go in as one array per column,
 unnested into data-modifying ``WITH`` clauses, so the batch costs one round trip (a
-worker's loop is busy sending, and every round trip waits for a turn of it). SQLite has
+worker's loop is busy sending, and every round trip waits for a turn of it). A batch in
+which keyed deliveries finished first locks their keys, in a statement of its own, and
+its batch statement also hands each key over to its next delivery. SQLite has
 no data-modifying ``WITH``; there it is three statements in one transaction, on the
 worker's own thread, with no round trips to save.
 """
@@ -22,7 +24,7 @@ from typing import Any
 
 from crohooks.model import AttemptRecord, DeliveryStatus, Outcome
 from crohooks.store.connector import Database, Statement
-from crohooks.store.ordering import lock_keys, settle_keys
+from crohooks.store.ordering import HANDOVER_CLAUSES, lock_keys, settle_keys
 
 INSERT_ATTEMPT = Statement.shared(
     "attempt_insert",
@@ -64,10 +66,7 @@ RECORD_HOOK_OUTCOME = Statement.shared(
 # The three above as one statement, each parameter an array with one element per row. The
 # hook rows are locked in id order first (``locked``), so two workers' batches never wait
 # on each other's hooks in opposite orders.
-_RECORD_BATCH = Statement(
-    "queue_record_batch",
-    sqlite="",  # no data-modifying WITH: ``record_outcomes`` runs the three statements
-    postgresql="""
+_RECORD_BATCH_SQL = """
     WITH attempt AS (
         INSERT INTO attempts (delivery_id, number, started_at, duration_ms, http_status,
                               message, request_headers, response_headers, response_body)
@@ -89,7 +88,8 @@ _RECORD_BATCH = Statement(
           AS o(id, leased_by, lease_expires_at, status, next_attempt_at, completed_at,
                deferred, http_status, message)
         WHERE d.id = o.id AND d.status = 'pending'
-          AND d.leased_by = o.leased_by AND d.lease_expires_at = o.lease_expires_at),
+          AND d.leased_by = o.leased_by AND d.lease_expires_at = o.lease_expires_at
+        {returning}),{handover}
     locked AS (
         SELECT id FROM hooks WHERE id = ANY(%(hook_id)s::bigint[]) ORDER BY id FOR UPDATE)
     UPDATE hooks AS h SET
@@ -105,7 +105,21 @@ _RECORD_BATCH = Statement(
         %(last_fail)s::timestamp[], %(success_seen)s::bool[], %(failing_since)s::timestamp[])
       AS f(tenant_id, hook_id, last_success, last_fail, success_seen, failing_since)
     JOIN locked ON locked.id = f.hook_id
-    WHERE h.tenant_id = f.tenant_id AND h.id = f.hook_id""",
+    WHERE h.tenant_id = f.tenant_id AND h.id = f.hook_id"""
+_RECORD_BATCH = Statement(
+    "queue_record_batch",
+    sqlite="",  # no data-modifying WITH: ``record_outcomes`` runs the three statements
+    postgresql=_RECORD_BATCH_SQL.format(returning="", handover=""),
+)
+# The same with the hand-over of the keys whose head finished (``store/ordering.py``),
+# for a batch with keyed outcomes, run after ``lock_keys`` in the same transaction.
+_RECORD_KEYED_BATCH = Statement(
+    "queue_record_keyed_batch",
+    sqlite="",
+    postgresql=_RECORD_BATCH_SQL.format(
+        returning="RETURNING d.id, d.hook_id, d.ordering_key, d.status",
+        handover=HANDOVER_CLAUSES + ",",
+    ),
 )
 
 
@@ -143,12 +157,11 @@ async def record_outcomes(db: Database, outcomes: Sequence[Outcome], *, now: dat
         if not keys:
             await db.write_alone(_RECORD_BATCH, params)
             return
-        # Keyed: lock the keys before the outcomes, settle them in a later statement
-        # (its snapshot sees what the lock's previous holder committed).
+        # Keyed: lock the keys before the outcomes, then record and hand over in a later
+        # statement (its snapshot sees what the lock's previous holder committed).
         async with db.write() as conn:
             await lock_keys(conn, db.dialect, keys)
-            await conn.execute(_RECORD_BATCH, params)
-            await settle_keys(conn, db.dialect, keys, now=now, collapse=False)
+            await conn.execute(_RECORD_KEYED_BATCH, params)
         return
     async with db.write() as conn:
         await conn.execute_many(INSERT_ATTEMPT, attempts)
